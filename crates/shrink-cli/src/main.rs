@@ -1,0 +1,65 @@
+//! `shrink`: the command-line front end. Parses arguments (clap), installs the
+//! tracing subscriber, and calls into the library crates. Errors print as
+//! `error: ...` with their causes and exit with code 2.
+
+mod info;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// shrink: compress ONNX models (prune, distill, quantize, Huffman-pack, low-rank,
+/// early exit) and prove in tract what was gained and what was lost.
+#[derive(Debug, Parser)]
+#[command(name = "shrink", version, propagate_version = true)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Describe a model: inputs and outputs with shapes and dtypes, opsets, an op
+    /// histogram, and a per-layer table (weight shapes, parameters, MACs, bytes).
+    ///
+    /// MACs are multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul per
+    /// sample: symbolic batch dimensions count as 1. Parameters are elements of
+    /// weights (initializers and Constant tensors) that are not int32/int64.
+    Info {
+        /// The ONNX model file (external data is read from beside it).
+        model: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Info { model, json } => info::run(&model, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,27 @@
+//! The one error type of the verify crate.
+
+/// Everything that can go wrong running or comparing a model in tract.
+///
+/// Messages are lowercase without a trailing period; the text of a tract
+/// error is kept as tract wrote it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// tract returned an error at one stage (`parsing`, `typing`, ...).
+    #[error("tract failed while {stage}: {message}")]
+    Tract { stage: &'static str, message: String },
+    /// tract panicked at one stage; the panic was caught.
+    #[error("tract panicked while {stage}: {message}")]
+    Panic { stage: &'static str, message: String },
+    #[error("the model takes {expected} inputs, {given} given")]
+    InputCount { expected: usize, given: usize },
+    #[error("not an ONNX tensor (protobuf decode failed: {0})")]
+    Decode(#[from] prost::DecodeError),
+    #[error("tensor `{tensor}`: {reason}")]
+    Tensor { tensor: String, reason: String },
+    #[error("{expected} outputs expected, {actual} found")]
+    OutputCount { expected: usize, actual: usize },
+    /// Two output lists differ at output `index`.
+    #[error("output {index}: {reason}")]
+    Mismatch { index: usize, reason: String },
+}

@@ -1,0 +1,28 @@
+//! `shrink-verify`: tract-onnx as the judge of what a stage did to a model.
+//!
+//! This is the only crate of the workspace that links tract. It runs ONNX
+//! model bytes on given inputs ([`run_onnx`]), turns serialized ONNX
+//! `TensorProto`s (the `input_N.pb` / `output_N.pb` files of the ONNX test
+//! data) into tract tensors ([`tensor_from_proto_bytes`]), and compares two
+//! output lists, bit for bit ([`compare_exact`]) or within a tolerance
+//! ([`compare_close`]).
+//!
+//! Every call into tract is guarded: a tract error and a panic inside tract
+//! both come back as a [`VerifyError`], so a driver looping over many models
+//! survives any one of them.
+
+mod compare;
+mod error;
+mod run;
+mod tensor;
+
+#[cfg(test)]
+mod tests;
+
+pub use compare::{compare_close, compare_exact};
+pub use error::VerifyError;
+pub use run::run_onnx;
+pub use tensor::{datum_type, tensor_from_proto, tensor_from_proto_bytes, zero_tensor};
+
+/// The tract tensor type the functions of this crate take and return.
+pub use tract_onnx::prelude::{DatumType, Tensor};

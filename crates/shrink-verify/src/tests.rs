@@ -1,0 +1,146 @@
+//! Unit tests: a tiny Add + Relu model through tract, tensors from protobuf,
+//! and the two comparisons.
+
+use prost::Message;
+use shrink_graph::onnx::tensor_proto::DataType;
+use shrink_graph::onnx::tensor_shape_proto::{Dimension, dimension};
+use shrink_graph::onnx::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, type_proto,
+};
+
+use crate::{Tensor, VerifyError, compare_close, compare_exact, run_onnx, tensor_from_proto, tensor_from_proto_bytes};
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() });
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim: dim.collect() }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        ..Default::default()
+    }
+}
+
+/// y = relu(x + b), x: f32[2, 3], b = [-1, 0, 1] as an initializer.
+fn add_relu_model() -> Vec<u8> {
+    let b = TensorProto {
+        name: "b".into(),
+        dims: vec![3],
+        data_type: DataType::Float as i32,
+        float_data: vec![-1.0, 0.0, 1.0],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        graph: Some(GraphProto {
+            name: "add_relu".into(),
+            node: vec![node("Add", &["x", "b"], "s"), node("Relu", &["s"], "y")],
+            initializer: vec![b],
+            input: vec![value_info("x", &[2, 3])],
+            output: vec![value_info("y", &[2, 3])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn f32_tensor(shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_shape(shape, data).unwrap()
+}
+
+#[test]
+fn add_relu_runs_in_tract() {
+    let x = f32_tensor(&[2, 3], &[0.5, -2.0, 3.0, 2.0, 0.25, -4.0]);
+    let out = run_onnx(&add_relu_model(), &[x]).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].shape(), &[2, 3]);
+    let y = out[0].to_plain_array_view::<f32>().unwrap();
+    assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![0.0, 0.0, 4.0, 1.0, 0.25, 0.0]);
+}
+
+#[test]
+fn round_tripped_model_gives_identical_outputs() {
+    let bytes = add_relu_model();
+    let round_tripped = shrink_graph::Model::from_bytes(&bytes).unwrap().to_bytes();
+    let x = f32_tensor(&[2, 3], &[1.5, -0.0, f32::NAN, -7.0, 1e-30, 8.0]);
+    let a = run_onnx(&bytes, std::slice::from_ref(&x)).unwrap();
+    let b = run_onnx(&round_tripped, &[x]).unwrap();
+    compare_exact(&a, &b).unwrap();
+}
+
+#[test]
+fn wrong_input_count_and_garbage_are_errors() {
+    let err = run_onnx(&add_relu_model(), &[]).unwrap_err();
+    assert!(matches!(err, VerifyError::InputCount { expected: 1, given: 0 }), "{err}");
+    assert!(run_onnx(b"\xff\xff\xff not a model", &[]).is_err());
+    // A shape the model does not accept: an error (or a caught panic), never a crash.
+    assert!(run_onnx(&add_relu_model(), &[f32_tensor(&[4], &[1.0; 4])]).is_err());
+}
+
+#[test]
+fn tensors_from_raw_and_typed_fields() {
+    let raw = TensorProto {
+        dims: vec![2],
+        data_type: DataType::Float as i32,
+        raw_data: [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    };
+    let t = tensor_from_proto_bytes(&raw.encode_to_vec()).unwrap();
+    assert_eq!(t, f32_tensor(&[2], &[1.5, -2.0]));
+
+    let u32s = TensorProto {
+        dims: vec![1, 2],
+        data_type: DataType::Uint32 as i32,
+        uint64_data: vec![7, 4_000_000_000],
+        ..Default::default()
+    };
+    let t = tensor_from_proto(&u32s).unwrap();
+    assert_eq!(t, Tensor::from_shape(&[1, 2], &[7u32, 4_000_000_000]).unwrap());
+
+    let strings = TensorProto {
+        dims: vec![2],
+        data_type: DataType::String as i32,
+        string_data: vec![b"a".to_vec(), b"bc".to_vec()],
+        ..Default::default()
+    };
+    let t = tensor_from_proto(&strings).unwrap();
+    assert_eq!(t.to_plain_array_view::<String>().unwrap().iter().cloned().collect::<Vec<_>>(), ["a", "bc"]);
+
+    let short = TensorProto { dims: vec![3], data_type: DataType::Float as i32, raw_data: vec![0; 8], ..raw };
+    assert!(tensor_from_proto(&short).is_err());
+    let bf16 = TensorProto { dims: vec![1], data_type: DataType::Bfloat16 as i32, ..Default::default() };
+    assert!(tensor_from_proto(&bf16).is_err());
+}
+
+#[test]
+fn exact_comparison_is_bitwise() {
+    let nan = f32_tensor(&[2], &[f32::NAN, 1.0]);
+    compare_exact(std::slice::from_ref(&nan), std::slice::from_ref(&nan)).unwrap();
+    let zero = f32_tensor(&[1], &[0.0]);
+    let neg_zero = f32_tensor(&[1], &[-0.0]);
+    let err = compare_exact(&[zero.clone()], &[neg_zero.clone()]).unwrap_err();
+    assert!(err.to_string().contains("0x80000000"), "{err}");
+    compare_close(&[zero.clone()], &[neg_zero]).unwrap();
+    let reshaped = f32_tensor(&[1, 1], &[0.0]);
+    assert!(compare_exact(&[zero.clone()], &[reshaped]).is_err());
+    assert!(compare_exact(&[zero.clone()], &[]).is_err());
+    let f64s = Tensor::from_shape(&[1], &[0.0f64]).unwrap();
+    assert!(compare_exact(&[zero], &[f64s]).is_err());
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary. A module per area; model-sized checks run
+//! only with `SHRINK_SLOW_TESTS=1` (and in `cargo xtask bench`).
+
+mod cli;
+mod errors;
+mod info;
+mod roundtrip;
+mod tidy;
+mod util;

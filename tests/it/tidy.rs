@@ -1,0 +1,119 @@
+//! Tidy checks (rust-analyzer's habit): the architecture invariants a test can check.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                rust_files(&p, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn manifests() -> Vec<(String, PathBuf, String)> {
+    let mut out = Vec::new();
+    for group in ["crates", "crates/stages", "plugins"] {
+        let Ok(rd) = std::fs::read_dir(root().join(group)) else { continue };
+        for e in rd {
+            let p = e.unwrap().path().join("Cargo.toml");
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                let name = text.lines().find_map(|l| l.strip_prefix("name = \"")).unwrap().trim_end_matches('"').to_string();
+                out.push((name, p, text));
+            }
+        }
+    }
+    out
+}
+
+/// The `[dependencies]` section of a manifest (not dev-dependencies).
+fn normal_deps(manifest: &str) -> String {
+    let mut out = String::new();
+    let mut on = false;
+    for l in manifest.lines() {
+        if l.starts_with('[') {
+            on = l.trim() == "[dependencies]";
+            continue;
+        }
+        if on {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let mut files = Vec::new();
+    for d in ["crates", "tests", "xtask", "plugins"] {
+        if root().join(d).exists() {
+            rust_files(&root().join(d), &mut files);
+        }
+    }
+    let bad: Vec<String> = files
+        .iter()
+        .filter(|p| !p.ends_with("generated.rs"))
+        .filter(|p| !std::fs::read_to_string(p).unwrap().starts_with("//!"))
+        .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    assert!(bad.is_empty(), "files without a leading `//!` doc comment: {bad:?}");
+}
+
+#[test]
+fn library_crates_do_not_depend_on_anyhow() {
+    let bad: Vec<String> = manifests()
+        .into_iter()
+        .filter(|(name, _, text)| name != "shrink-cli" && normal_deps(text).lines().any(|l| l.starts_with("anyhow")))
+        .map(|(name, _, _)| name)
+        .collect();
+    assert!(bad.is_empty(), "library crates depending on anyhow: {bad:?}");
+}
+
+#[test]
+fn only_shrink_verify_links_tract() {
+    let bad: Vec<String> = manifests()
+        .into_iter()
+        .filter(|(name, _, text)| name != "shrink-verify" && normal_deps(text).lines().any(|l| l.starts_with("tract")))
+        .map(|(name, _, _)| name)
+        .collect();
+    assert!(bad.is_empty(), "crates linking tract besides shrink-verify: {bad:?}");
+}
+
+#[test]
+fn graph_crate_knows_nothing_of_stages_toml_training_or_tract() {
+    let (_, _, text) = manifests().into_iter().find(|(n, _, _)| n == "shrink-graph").unwrap();
+    let deps = normal_deps(&text);
+    for banned in ["tract", "toml", "burn", "shrink-", "anyhow"] {
+        assert!(!deps.lines().any(|l| l.starts_with(banned)), "shrink-graph depends on {banned}");
+    }
+}
+
+#[test]
+fn internal_crates_follow_the_manifest_conventions() {
+    for (name, path, text) in manifests() {
+        let dir = path.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(dir, name, "{}: the folder must carry the crate's name", path.display());
+        assert!(text.contains("version = \"0.0.0\""), "{name}: version must be 0.0.0");
+        assert!(text.contains("publish = false"), "{name}: publish = false");
+        assert!(text.contains("[lints]\nworkspace = true"), "{name}: [lints] workspace = true");
+    }
+}
+
+#[test]
+fn every_stage_crate_has_test_data() {
+    let Ok(rd) = std::fs::read_dir(root().join("crates/stages")) else { return };
+    for e in rd {
+        let p = e.unwrap().path();
+        assert!(p.join("test_data").is_dir(), "{} has no test_data/", p.display());
+    }
+}

@@ -1,0 +1,67 @@
+//! Project automation, run as `cargo xtask <task>` (matklad's xtask pattern).
+//!
+//! Tasks: `codegen` (ONNX protobuf → Rust with prost + protox, no system protoc),
+//! `onnx-suite` (the ONNX backend test data through load → IR → save, judged by
+//! tract), `fuzz` (the loader's cargo-fuzz target). Keep dependencies few.
+
+mod codegen;
+mod fuzz;
+mod onnx_suite;
+
+use std::path::{Path, PathBuf};
+
+const HELP: &str = "\
+cargo xtask <TASK>
+
+TASKS:
+    codegen              regenerate crates/shrink-graph/src/onnx/generated.rs from proto/onnx.proto
+    onnx-suite [FILTER]  download the onnx==1.22.0 wheel from PyPI, unpack its backend test data into
+                         a cache folder, round-trip every model through the IR and compare tract outputs;
+                         writes tests/onnx-suite.txt (FILTER: only model paths containing it, no record)
+    fuzz [--seconds N]   run the ONNX loader fuzz target for N seconds (default 60); installs cargo-fuzz
+";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, rest)) => (t.as_str(), rest),
+        None => {
+            print!("{HELP}");
+            return Ok(());
+        }
+    };
+    match task {
+        "codegen" => codegen::run(),
+        "onnx-suite" => onnx_suite::run(rest),
+        "fuzz" => fuzz::run(rest),
+        "-h" | "--help" | "help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => anyhow::bail!("unknown task `{other}`\n\n{HELP}"),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A cache folder outside the repository, kept between runs.
+pub(crate) fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SHRINK_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("shrink")
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub(crate) fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let status = cmd.status().map_err(|e| anyhow::anyhow!("cannot start {cmd:?}: {e}"))?;
+    anyhow::ensure!(status.success(), "{cmd:?} failed: {status}");
+    Ok(())
+}
