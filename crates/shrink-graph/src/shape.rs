@@ -290,6 +290,9 @@ fn rule(op: &Op, shape_of: &ShapeOf, const_of: &ConstOf) -> (Option<Shape>, Opti
 }
 
 fn product(dims: &[Dim]) -> Dim {
+    if let [single] = dims {
+        return single.clone(); // keeps a symbolic batch dimension
+    }
     dims.iter().try_fold(1u64, |acc, d| d.known().and_then(|v| acc.checked_mul(v))).map_or(Dim::Unknown, Dim::Known)
 }
 
