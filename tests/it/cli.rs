@@ -40,10 +40,9 @@ fn bad_input_exits_2_with_a_message_not_a_panic() {
     let dir = tempdir();
     let garbage = dir.path().join("garbage.onnx");
     std::fs::write(&garbage, [0xffu8; 32]).unwrap();
-    for (path, want) in [
-        (garbage.to_str().unwrap(), "not an ONNX model"),
-        ("missing.onnx", "missing.onnx: No such file"),
-    ] {
+    for (path, want) in
+        [(garbage.to_str().unwrap(), "not an ONNX model"), ("missing.onnx", "missing.onnx: No such file")]
+    {
         let (code, _, err) = run(&["info", path]);
         assert_eq!(code, 2, "{err}");
         assert!(err.starts_with("error: ") && err.contains(want), "{err}");

@@ -72,7 +72,12 @@ fn dangling_input_names_node_and_value() {
 
 #[test]
 fn dangling_output() {
-    let g = GraphProto { node: vec![node("r", "Relu", &["x"], &["y"])], input: vec![vi("x")], output: vec![vi("z")], ..Default::default() };
+    let g = GraphProto {
+        node: vec![node("r", "Relu", &["x"], &["y"])],
+        input: vec![vi("x")],
+        output: vec![vi("z")],
+        ..Default::default()
+    };
     let err = load_err(&model_of(g).encode_to_vec());
     assert!(err.ends_with("graph output `z` is not produced by any node, input or initializer"), "{err}");
 }
@@ -113,7 +118,10 @@ fn initializer_data_must_match_dims() {
         ..Default::default()
     };
     let err = load_err(&model_of(g).encode_to_vec());
-    assert!(err.ends_with("invalid graph at initializer `w`: dims [2, 3] of Float need 24 bytes, raw_data holds 20"), "{err}");
+    assert!(
+        err.ends_with("invalid graph at initializer `w`: dims [2, 3] of Float need 24 bytes, raw_data holds 20"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,7 +130,9 @@ fn model_over_the_size_limit() {
     let path = dir.path().join("big.onnx");
     std::fs::write(&path, lenet_300_100(1).to_bytes()).unwrap();
     let err = Model::load_with(&path, &LoadOptions { max_bytes: 1000, ..Default::default() }).unwrap_err();
-    assert!(matches!(&err, GraphError::File { source, .. } if matches!(**source, GraphError::TooLarge { limit: 1000, .. })));
+    assert!(
+        matches!(&err, GraphError::File { source, .. } if matches!(**source, GraphError::TooLarge { limit: 1000, .. }))
+    );
     assert!(err.to_string().contains("over the limit of 1000 bytes"), "{err}");
 }
 

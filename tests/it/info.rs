@@ -30,9 +30,17 @@ fn lenet_300_100_params_and_macs() {
 fn lenet5_conv_macs_through_pytorch_flatten() {
     let mut rng = Rng::new(2);
     let mut g = Graph::new("g");
-    let x = g.add_input(tensor_info("x", DataType::Float, &[Dim::Sym("N".into()), Dim::Known(1), Dim::Known(28), Dim::Known(28)]));
+    let x = g.add_input(tensor_info(
+        "x",
+        DataType::Float,
+        &[Dim::Sym("N".into()), Dim::Known(1), Dim::Known(28), Dim::Known(28)],
+    ));
     let conv = |g: &mut Graph, rng: &mut Rng, x: ValueRef, name: &str, cin: i64, cout: i64| {
-        let w = g.add_weight(Tensor::from_f32(&format!("{name}.w"), &[cout, cin, 5, 5], &rng.vec((cout * cin * 25) as usize, 0.1)));
+        let w = g.add_weight(Tensor::from_f32(
+            &format!("{name}.w"),
+            &[cout, cin, 5, 5],
+            &rng.vec((cout * cin * 25) as usize, 0.1),
+        ));
         let b = g.add_weight(Tensor::from_f32(&format!("{name}.b"), &[cout], &rng.vec(cout as usize, 0.1)));
         let mut op = Op::new("Conv", name, 3, vec![format!("{name}_out")]);
         op.attributes = vec![attr_ints("kernel_shape", &[5, 5])];
@@ -54,7 +62,8 @@ fn lenet5_conv_macs_through_pytorch_flatten() {
     gather.attributes = vec![attr_int("axis", 0)];
     let n = ValueRef(g.add_op(gather, &[Some(shape), Some(ValueRef(zero, 0))]), 0);
     let axes = g.add_weight(Tensor::from_i64("axes0", &[1], &[0]));
-    let n1 = ValueRef(g.add_op(Op::new("Unsqueeze", "unsq", 2, vec!["n1".into()]), &[Some(n), Some(ValueRef(axes, 0))]), 0);
+    let n1 =
+        ValueRef(g.add_op(Op::new("Unsqueeze", "unsq", 2, vec!["n1".into()]), &[Some(n), Some(ValueRef(axes, 0))]), 0);
     let minus1 = g.add_weight(Tensor::from_i64("minus1", &[1], &[-1]));
     let mut cat = Op::new("Concat", "cat", 2, vec!["target".into()]);
     cat.attributes = vec![attr_int("axis", 0)];

@@ -68,7 +68,15 @@ fn build(r: &Recipe) -> Model {
     for (i, dims) in r.inputs.iter().enumerate() {
         let shape: Vec<Dim> = dims
             .iter()
-            .map(|&d| if d < 0 { Dim::Sym("batch".into()) } else if d == 0 { Dim::Unknown } else { Dim::Known(d as u64) })
+            .map(|&d| {
+                if d < 0 {
+                    Dim::Sym("batch".into())
+                } else if d == 0 {
+                    Dim::Unknown
+                } else {
+                    Dim::Known(d as u64)
+                }
+            })
             .collect();
         values.push(ValueRef(g.add_input(tensor_info(&format!("in{i}"), DataType::Float, &shape)), 0));
     }
@@ -79,7 +87,8 @@ fn build(r: &Recipe) -> Model {
         let outputs: Vec<String> = (0..o.n_outputs)
             .map(|j| if o.skip_output && j == 0 && o.n_outputs > 1 { String::new() } else { format!("v{k}_{j}") })
             .collect();
-        let mut op = Op::new(OP_TYPES[o.op_type], if o.named { &outputs[outputs.len() - 1] } else { "" }, 0, outputs.clone());
+        let mut op =
+            Op::new(OP_TYPES[o.op_type], if o.named { &outputs[outputs.len() - 1] } else { "" }, 0, outputs.clone());
         if o.domain {
             op.domain = "com.example".into();
         }
@@ -180,21 +189,42 @@ fn subgraph_reads_are_edges_and_subgraphs_survive() {
     let vi = |n: &str| ValueInfoProto { name: n.into(), ..Default::default() };
     let branch = |name: &str, op: &str| GraphProto {
         name: name.into(),
-        node: vec![NodeProto { op_type: op.into(), input: vec!["outer".into()], output: vec![format!("{name}_y")], ..Default::default() }],
+        node: vec![NodeProto {
+            op_type: op.into(),
+            input: vec!["outer".into()],
+            output: vec![format!("{name}_y")],
+            ..Default::default()
+        }],
         output: vec![vi(&format!("{name}_y"))],
         ..Default::default()
     };
     let graph = GraphProto {
         node: vec![
-            NodeProto { name: "mk".into(), op_type: "Neg".into(), input: vec!["x".into()], output: vec!["outer".into()], ..Default::default() },
+            NodeProto {
+                name: "mk".into(),
+                op_type: "Neg".into(),
+                input: vec!["x".into()],
+                output: vec!["outer".into()],
+                ..Default::default()
+            },
             NodeProto {
                 name: "if".into(),
                 op_type: "If".into(),
                 input: vec!["cond".into()],
                 output: vec!["y".into()],
                 attribute: vec![
-                    AttributeProto { name: "then_branch".into(), r#type: 5, g: Some(branch("then", "Relu")), ..Default::default() },
-                    AttributeProto { name: "else_branch".into(), r#type: 5, g: Some(branch("else", "Abs")), ..Default::default() },
+                    AttributeProto {
+                        name: "then_branch".into(),
+                        r#type: 5,
+                        g: Some(branch("then", "Relu")),
+                        ..Default::default()
+                    },
+                    AttributeProto {
+                        name: "else_branch".into(),
+                        r#type: 5,
+                        g: Some(branch("else", "Abs")),
+                        ..Default::default()
+                    },
                 ],
                 ..Default::default()
             },
@@ -230,7 +260,12 @@ fn initializers_listed_as_inputs() {
     let w = Tensor::from_f32("w", &[2], &[1.0, 2.0]).proto;
     let vi = |n: &str| ValueInfoProto { name: n.into(), ..Default::default() };
     let graph = GraphProto {
-        node: vec![NodeProto { op_type: "Add".into(), input: vec!["x".into(), "w".into()], output: vec!["y".into()], ..Default::default() }],
+        node: vec![NodeProto {
+            op_type: "Add".into(),
+            input: vec!["x".into(), "w".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        }],
         input: vec![vi("w"), vi("x")],
         initializer: vec![w],
         output: vec![vi("y")],
@@ -249,7 +284,8 @@ fn constant_nodes_are_weights() {
     let mut g = Graph::new("g");
     let x = g.add_input(tensor_info("x", DataType::Float, &[Dim::Known(3)]));
     let mut c = Op::new("Constant", "c", 0, vec!["c".into()]);
-    c.attributes = vec![shrink_graph::builder::attr_tensor("value", Tensor::from_f32("", &[3], &[1.0, 0.0, 3.0]).proto)];
+    c.attributes =
+        vec![shrink_graph::builder::attr_tensor("value", Tensor::from_f32("", &[3], &[1.0, 0.0, 3.0]).proto)];
     let c = g.add_op(c, &[]);
     let add = g.add_op(Op::new("Add", "add", 2, vec!["y".into()]), &[Some(ValueRef(x, 0)), Some(ValueRef(c, 0))]);
     g.add_output(ValueRef(add, 0), ValueInfoProto::default());
@@ -280,7 +316,12 @@ fn external_data_loads_and_saves() {
     ];
     let vi = |n: &str| ValueInfoProto { name: n.into(), ..Default::default() };
     let graph = GraphProto {
-        node: vec![NodeProto { op_type: "Add".into(), input: vec!["x".into(), "w".into()], output: vec!["y".into()], ..Default::default() }],
+        node: vec![NodeProto {
+            op_type: "Add".into(),
+            input: vec!["x".into(), "w".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        }],
         input: vec![vi("x")],
         initializer: vec![w],
         output: vec![vi("y")],

@@ -27,7 +27,8 @@ fn manifests() -> Vec<(String, PathBuf, String)> {
         for e in rd {
             let p = e.unwrap().path().join("Cargo.toml");
             if let Ok(text) = std::fs::read_to_string(&p) {
-                let name = text.lines().find_map(|l| l.strip_prefix("name = \"")).unwrap().trim_end_matches('"').to_string();
+                let name =
+                    text.lines().find_map(|l| l.strip_prefix("name = \"")).unwrap().trim_end_matches('"').to_string();
                 out.push((name, p, text));
             }
         }

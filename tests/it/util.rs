@@ -43,7 +43,11 @@ pub fn model(graph: Graph, opset: i64) -> Model {
 
 /// Adds `Gemm(x, W, b)` with `transB = 1`, as PyTorch exports `nn.Linear`.
 pub fn linear(g: &mut Graph, rng: &mut Rng, x: ValueRef, name: &str, n_in: usize, n_out: usize) -> ValueRef {
-    let w = g.add_weight(Tensor::from_f32(&format!("{name}.weight"), &[n_out as i64, n_in as i64], &rng.vec(n_in * n_out, 0.1)));
+    let w = g.add_weight(Tensor::from_f32(
+        &format!("{name}.weight"),
+        &[n_out as i64, n_in as i64],
+        &rng.vec(n_in * n_out, 0.1),
+    ));
     let b = g.add_weight(Tensor::from_f32(&format!("{name}.bias"), &[n_out as i64], &rng.vec(n_out, 0.1)));
     let mut op = Op::new("Gemm", &format!("/{name}/Gemm"), 3, vec![format!("/{name}/Gemm_output_0")]);
     op.attributes = vec![attr_float("alpha", 1.0), attr_float("beta", 1.0), attr_int("transB", 1)];

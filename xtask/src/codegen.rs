@@ -23,10 +23,7 @@ pub(crate) fn generate() -> anyhow::Result<String> {
     let proto_dir = project_root().join("crates/shrink-graph/proto");
     let fds = protox::compile(["onnx.proto"], [&proto_dir]).context("compiling onnx.proto")?;
     let out = tempdir()?;
-    prost_build::Config::new()
-        .out_dir(&out)
-        .compile_fds(fds)
-        .context("prost-build")?;
+    prost_build::Config::new().out_dir(&out).compile_fds(fds).context("prost-build")?;
     let body = std::fs::read_to_string(out.join("onnx.rs")).context("reading prost output")?;
     let _ = std::fs::remove_dir_all(&out);
     Ok(format!(
@@ -48,10 +45,6 @@ mod tests {
         let want = super::generate().unwrap();
         let path = crate::project_root().join(super::GENERATED);
         let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == want,
-            "{} is stale: run `cargo xtask codegen` and commit the result",
-            path.display()
-        );
+        assert!(have == want, "{} is stale: run `cargo xtask codegen` and commit the result", path.display());
     }
 }

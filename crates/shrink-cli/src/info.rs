@@ -22,7 +22,7 @@ pub(crate) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -72,20 +72,11 @@ pub(crate) fn render(path: &Path, s: &ModelSummary) -> String {
     out.push_str(&table(&rows, &[]));
     let hist: Vec<String> = s.op_histogram.iter().map(|(op, n)| format!("{op} {n}")).collect();
     let _ = writeln!(out, "\nops ({} nodes): {}", s.nodes, hist.join(", "));
-    let mut rows = vec![vec![
-        "layer".into(),
-        "op".into(),
-        "weights".into(),
-        "params".into(),
-        "MACs".into(),
-        "bytes".into(),
-    ]];
+    let mut rows =
+        vec![vec!["layer".into(), "op".into(), "weights".into(), "params".into(), "MACs".into(), "bytes".into()]];
     for l in &s.layers {
-        let shapes: Vec<String> = l
-            .weight_shapes
-            .iter()
-            .map(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>().join("x"))
-            .collect();
+        let shapes: Vec<String> =
+            l.weight_shapes.iter().map(|d| d.iter().map(ToString::to_string).collect::<Vec<_>>().join("x")).collect();
         rows.push(vec![
             l.name.clone(),
             l.op.clone(),

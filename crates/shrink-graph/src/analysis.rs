@@ -78,15 +78,15 @@ pub fn summarize(model: &Model) -> ModelSummary {
     // Per-sample shapes: symbolic/unknown leading dims of real inputs become 1.
     let mut overrides = HashMap::new();
     for id in g.real_inputs() {
-        if let NodeKind::Input(vi) = g.node(id) {
-            if let Some(mut s) = declared_shape(vi.r#type.as_ref()) {
-                if let Some(d0) = s.first_mut() {
-                    if d0.known().is_none() {
-                        *d0 = Dim::Known(1);
-                    }
-                }
-                overrides.insert(vi.name.clone(), s);
+        if let NodeKind::Input(vi) = g.node(id)
+            && let Some(mut s) = declared_shape(vi.r#type.as_ref())
+        {
+            if let Some(d0) = s.first_mut()
+                && d0.known().is_none()
+            {
+                *d0 = Dim::Known(1);
             }
+            overrides.insert(vi.name.clone(), s);
         }
     }
     let shapes = infer_shapes(g, &overrides);
@@ -100,11 +100,7 @@ pub fn summarize(model: &Model) -> ModelSummary {
             Some(_) => "non-tensor".into(),
             None => "?".into(),
         };
-        ValueSummary {
-            name: g.value_name(v).to_string(),
-            dtype,
-            shape: declared.get(v).map(shape_text),
-        }
+        ValueSummary { name: g.value_name(v).to_string(), dtype, shape: declared.get(v).map(shape_text) }
     };
     let inputs = g
         .real_inputs()
@@ -161,12 +157,12 @@ pub fn summarize(model: &Model) -> ModelSummary {
             macs: None,
         };
         for v in g.op_inputs(id).into_iter().flatten() {
-            if let Some(t) = g.weight(v) {
-                if is_param(t) {
-                    info.weight_shapes.push(t.dims().to_vec());
-                    info.params += t.numel().unwrap_or(0);
-                    info.bytes += t.nbytes();
-                }
+            if let Some(t) = g.weight(v)
+                && is_param(t)
+            {
+                info.weight_shapes.push(t.dims().to_vec());
+                info.params += t.numel().unwrap_or(0);
+                info.bytes += t.nbytes();
             }
         }
         let in_shape = |i: usize| g.input(id, i).and_then(|v| shapes.get(v));
@@ -175,20 +171,23 @@ pub fn summarize(model: &Model) -> ModelSummary {
         let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
         let macs = match op.op_type.as_str() {
             // N * C_out * spatial_out * (C_in / group) * kernel = out elements * prod(W.dims[1..])
-            "Conv" => out_shape.and_then(known).zip(in_shape(1).and_then(known)).and_then(|(o, w)| {
-                prod(&o)?.checked_mul(prod(&w[1..])?)
-            }),
+            "Conv" => out_shape
+                .and_then(known)
+                .zip(in_shape(1).and_then(known))
+                .and_then(|(o, w)| prod(&o)?.checked_mul(prod(&w[1..])?)),
             // every input element is scattered through the whole kernel: in elements * prod(W.dims[1..])
-            "ConvTranspose" => in_shape(0).and_then(known).zip(in_shape(1).and_then(known)).and_then(|(x, w)| {
-                prod(&x)?.checked_mul(prod(&w[1..])?)
-            }),
+            "ConvTranspose" => in_shape(0)
+                .and_then(known)
+                .zip(in_shape(1).and_then(known))
+                .and_then(|(x, w)| prod(&x)?.checked_mul(prod(&w[1..])?)),
             "Gemm" => in_shape(0).and_then(known).zip(out_shape.and_then(known)).and_then(|(a, o)| {
                 let k = if op.attr_int("transA") == Some(1) { a[0] } else { *a.get(1)? };
                 prod(&o)?.checked_mul(k)
             }),
-            "MatMul" => in_shape(0).and_then(known).zip(out_shape.and_then(known)).and_then(|(a, o)| {
-                prod(&o)?.checked_mul(*a.last()?)
-            }),
+            "MatMul" => in_shape(0)
+                .and_then(known)
+                .zip(out_shape.and_then(known))
+                .and_then(|(a, o)| prod(&o)?.checked_mul(*a.last()?)),
             _ => None,
         };
         info.macs = macs;
@@ -199,8 +198,10 @@ pub fn summarize(model: &Model) -> ModelSummary {
     }
     let mut op_histogram: Vec<(String, usize)> = hist.into_iter().collect();
     op_histogram.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let macs_unknown =
-        layers.iter().filter(|l| l.macs.is_none() && matches!(l.op.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul")).count();
+    let macs_unknown = layers
+        .iter()
+        .filter(|l| l.macs.is_none() && matches!(l.op.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul"))
+        .count();
     ModelSummary {
         ir_version: model.meta.ir_version,
         producer: format!("{} {}", model.meta.producer_name, model.meta.producer_version).trim().to_string(),

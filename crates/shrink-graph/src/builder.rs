@@ -25,7 +25,12 @@ pub fn attr_floats(name: &str, v: &[f32]) -> AttributeProto {
 }
 
 pub fn attr_str(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: v.as_bytes().to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 
 pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {

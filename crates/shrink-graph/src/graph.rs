@@ -5,8 +5,8 @@ use petgraph::stable_graph::{EdgeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 
 use crate::onnx::{
-    AttributeProto, ModelProto, NodeDeviceConfigurationProto, SparseTensorProto,
-    StringStringEntryProto, TensorAnnotation, ValueInfoProto,
+    AttributeProto, ModelProto, NodeDeviceConfigurationProto, SparseTensorProto, StringStringEntryProto,
+    TensorAnnotation, ValueInfoProto,
 };
 use crate::tensor::Tensor;
 

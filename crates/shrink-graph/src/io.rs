@@ -7,8 +7,8 @@ use prost::Message;
 
 use crate::error::GraphError;
 use crate::graph::{Model, NodeKind};
-use crate::onnx::{ModelProto, StringStringEntryProto, TensorProto};
 use crate::onnx::tensor_proto::DataLocation;
+use crate::onnx::{ModelProto, StringStringEntryProto, TensorProto};
 
 /// How a model is read.
 #[derive(Debug, Clone)]
@@ -63,13 +63,13 @@ impl Model {
 
     /// Imports a decoded `ModelProto` and verifies it.
     pub fn from_proto(proto: ModelProto) -> Result<Model, GraphError> {
-        if let Some(g) = &proto.graph {
-            if let Some(t) = g.initializer.iter().find(|t| t.data_location == DataLocation::External as i32) {
-                return Err(GraphError::ExternalData {
-                    tensor: t.name.clone(),
-                    reason: "the model was given as bytes, so there is no folder to read its data file from".into(),
-                });
-            }
+        if let Some(g) = &proto.graph
+            && let Some(t) = g.initializer.iter().find(|t| t.data_location == DataLocation::External as i32)
+        {
+            return Err(GraphError::ExternalData {
+                tensor: t.name.clone(),
+                reason: "the model was given as bytes, so there is no folder to read its data file from".into(),
+            });
         }
         let model = crate::import::import(proto)?;
         model.graph.verify()?;
@@ -92,12 +92,12 @@ impl Model {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), GraphError> {
         let path = path.as_ref();
         let inner = || -> Result<(), GraphError> {
-            if let Some(src) = &self.source {
-                if same_file(src, path) {
-                    return Err(GraphError::Io(std::io::Error::other(
-                        "refusing to overwrite the input model; choose another output path",
-                    )));
-                }
+            if let Some(src) = &self.source
+                && same_file(src, path)
+            {
+                return Err(GraphError::Io(std::io::Error::other(
+                    "refusing to overwrite the input model; choose another output path",
+                )));
             }
             let data_name = format!("{}.data", path.file_name().and_then(|s| s.to_str()).unwrap_or("model.onnx"));
             let mut side: Vec<u8> = Vec::new();
@@ -105,7 +105,7 @@ impl Model {
                 if t.data_location != DataLocation::External as i32 {
                     return;
                 }
-                while side.len() % 64 != 0 {
+                while !side.len().is_multiple_of(64) {
                     side.push(0); // keep every tensor 64-byte aligned for mmap readers
                 }
                 let offset = side.len();

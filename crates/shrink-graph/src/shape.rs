@@ -98,10 +98,10 @@ pub fn infer_shapes(graph: &Graph, overrides: &HashMap<String, Shape>) -> Shapes
             }
             NodeKind::Weight(w) => {
                 s.shapes.insert(v, w.tensor.dims().iter().map(|&d| Dim::Known(d.max(0) as u64)).collect());
-                if w.tensor.numel().is_ok_and(|n| n <= 64) {
-                    if let Ok(vals) = w.tensor.to_i64() {
-                        s.consts.insert(v, vals);
-                    }
+                if w.tensor.numel().is_ok_and(|n| n <= 64)
+                    && let Ok(vals) = w.tensor.to_i64()
+                {
+                    s.consts.insert(v, vals);
                 }
             }
             _ => {}
@@ -144,16 +144,70 @@ fn secondary(op: &Op, slot: usize, shape_of: &ShapeOf) -> Option<Shape> {
 }
 
 const UNARY: &[&str] = &[
-    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu", "Celu",
-    "Softplus", "Softsign", "Gelu", "Erf", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Floor", "Ceil",
-    "Round", "Sign", "Not", "Identity", "Cast", "Dropout", "BatchNormalization", "InstanceNormalization",
-    "LayerNormalization", "LRN", "Softmax", "LogSoftmax", "Hardmax", "Mish", "ThresholdedRelu", "Sin", "Cos",
-    "QuantizeLinear", "DequantizeLinear",
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Clip",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Erf",
+    "Exp",
+    "Log",
+    "Neg",
+    "Abs",
+    "Sqrt",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Not",
+    "Identity",
+    "Cast",
+    "Dropout",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "LRN",
+    "Softmax",
+    "LogSoftmax",
+    "Hardmax",
+    "Mish",
+    "ThresholdedRelu",
+    "Sin",
+    "Cos",
+    "QuantizeLinear",
+    "DequantizeLinear",
 ];
 
 const BROADCAST: &[&str] = &[
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Greater", "Less",
-    "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "Where",
+    "Equal",
+    "Greater",
+    "Less",
+    "GreaterOrEqual",
+    "LessOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Mod",
 ];
 
 fn rule(op: &Op, shape_of: &ShapeOf, const_of: &ConstOf) -> (Option<Shape>, Option<Vec<i64>>) {
@@ -177,7 +231,10 @@ fn rule(op: &Op, shape_of: &ShapeOf, const_of: &ConstOf) -> (Option<Shape>, Opti
         "ConvTranspose" => (conv_transpose(op, shape_of), None),
         "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => {
             let x = shape_of(0);
-            (x.map(|x| x.iter().enumerate().map(|(i, d)| if i < 2 { d.clone() } else { Dim::Known(1) }).collect()), None)
+            (
+                x.map(|x| x.iter().enumerate().map(|(i, d)| if i < 2 { d.clone() } else { Dim::Known(1) }).collect()),
+                None,
+            )
         }
         "Gemm" => {
             let (a, b) = match (shape_of(0), shape_of(1)) {
@@ -359,10 +416,11 @@ fn reshape(x: Option<&[Dim]>, target: &[i64], allowzero: bool) -> Option<Shape> 
     if let (Some(i), Some(x)) = (infer_at, x) {
         let total = product(x).known();
         let rest: Vec<Dim> = out.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, d)| d.clone()).collect();
-        if let (Some(total), Dim::Known(rest)) = (total, product(&rest)) {
-            if rest > 0 && total % rest == 0 {
-                out[i] = Dim::Known(total / rest);
-            }
+        if let (Some(total), Dim::Known(rest)) = (total, product(&rest))
+            && rest > 0
+            && total % rest == 0
+        {
+            out[i] = Dim::Known(total / rest);
         }
     }
     Some(out)
@@ -391,7 +449,9 @@ fn squeeze(x: &Shape, axes: Option<&[i64]>, unsqueeze: bool) -> Option<Shape> {
             let norm: Vec<usize> = axes.iter().map(|&a| if a < 0 { a + r } else { a } as usize).collect();
             Some(x.iter().enumerate().filter(|(i, _)| !norm.contains(i)).map(|(_, d)| d.clone()).collect())
         }
-        None if x.iter().all(|d| d.known().is_some()) => Some(x.iter().filter(|d| **d != Dim::Known(1)).cloned().collect()),
+        None if x.iter().all(|d| d.known().is_some()) => {
+            Some(x.iter().filter(|d| **d != Dim::Known(1)).cloned().collect())
+        }
         None => None,
     }
 }

@@ -111,23 +111,37 @@ impl Tensor {
                 DataType::Uint8 | DataType::Bool => raw.iter().map(|&b| b as f32).collect(),
                 DataType::Int16 => raw.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
                 DataType::Uint16 => raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as f32).collect(),
-                DataType::Int32 => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-                DataType::Uint32 => raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-                DataType::Int64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-                DataType::Uint64 => raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-                DataType::Float16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-                DataType::Bfloat16 => {
-                    raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
+                DataType::Int32 => {
+                    raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect()
                 }
+                DataType::Uint32 => {
+                    raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+                }
+                DataType::Int64 => {
+                    raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+                }
+                DataType::Uint64 => {
+                    raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+                }
+                DataType::Float16 => {
+                    raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
+                }
+                DataType::Bfloat16 => raw
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                    .collect(),
                 other => return Err(err(format!("no f32 view of {other:?}"))),
             }
         } else {
             match dt {
                 DataType::Float => p.float_data.clone(),
                 DataType::Double => p.double_data.iter().map(|&x| x as f32).collect(),
-                DataType::Int8 | DataType::Uint8 | DataType::Int16 | DataType::Uint16 | DataType::Int32 | DataType::Bool => {
-                    p.int32_data.iter().map(|&x| x as f32).collect()
-                }
+                DataType::Int8
+                | DataType::Uint8
+                | DataType::Int16
+                | DataType::Uint16
+                | DataType::Int32
+                | DataType::Bool => p.int32_data.iter().map(|&x| x as f32).collect(),
                 DataType::Float16 => p.int32_data.iter().map(|&x| f16_to_f32(x as u16)).collect(),
                 DataType::Bfloat16 => p.int32_data.iter().map(|&x| f32::from_bits((x as u32) << 16)).collect(),
                 DataType::Int64 => p.int64_data.iter().map(|&x| x as f32).collect(),
@@ -147,14 +161,14 @@ impl Tensor {
         let err = |reason: String| GraphError::Tensor { tensor: p.name.clone(), reason };
         let v: Vec<i64> = match self.dtype() {
             DataType::Int64 if !p.raw_data.is_empty() => {
-                if p.raw_data.len() % 8 != 0 {
+                if !p.raw_data.len().is_multiple_of(8) {
                     return Err(err(format!("{} raw bytes is not a whole number of int64", p.raw_data.len())));
                 }
                 p.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
             }
             DataType::Int64 => p.int64_data.clone(),
             DataType::Int32 if !p.raw_data.is_empty() => {
-                if p.raw_data.len() % 4 != 0 {
+                if !p.raw_data.len().is_multiple_of(4) {
                     return Err(err(format!("{} raw bytes is not a whole number of int32", p.raw_data.len())));
                 }
                 p.raw_data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()
@@ -175,7 +189,12 @@ impl Tensor {
         if self.dtype() != DataType::Float || data.len() as u64 != n {
             return Err(GraphError::Tensor {
                 tensor: self.proto.name.clone(),
-                reason: format!("cannot store {} f32 values in a {:?} tensor of {} elements", data.len(), self.dtype(), n),
+                reason: format!(
+                    "cannot store {} f32 values in a {:?} tensor of {} elements",
+                    data.len(),
+                    self.dtype(),
+                    n
+                ),
             });
         }
         self.proto.float_data.clear();
@@ -197,7 +216,10 @@ impl Tensor {
                 if p.raw_data.len() as u64 != want {
                     return Err(format!(
                         "dims {:?} of {:?} need {} bytes, raw_data holds {}",
-                        p.dims, dt, want, p.raw_data.len()
+                        p.dims,
+                        dt,
+                        want,
+                        p.raw_data.len()
                     ));
                 }
             }
@@ -213,9 +235,12 @@ impl Tensor {
             DataType::Complex128 => p.double_data.len() as u64 / 2,
             DataType::Int64 => p.int64_data.len() as u64,
             DataType::String => p.string_data.len() as u64,
-            DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint16 | DataType::Uint8 | DataType::Bool => {
-                p.int32_data.len() as u64
-            }
+            DataType::Int32
+            | DataType::Int16
+            | DataType::Int8
+            | DataType::Uint16
+            | DataType::Uint8
+            | DataType::Bool => p.int32_data.len() as u64,
             DataType::Uint32 | DataType::Uint64 => p.uint64_data.len() as u64,
             _ => return Ok(()), // packed sub-byte and float8 layouts in int32_data: not checked
         };

@@ -116,7 +116,10 @@ fn tensor_views() {
     t.set_f32(&[4.0, 5.0, 6.0]).unwrap();
     assert!(t.proto.float_data.is_empty());
     assert_eq!(t.to_f32().unwrap(), [4.0, 5.0, 6.0]);
-    assert_eq!(t.set_f32(&[1.0]).unwrap_err().to_string(), "tensor `p`: cannot store 1 f32 values in a Float tensor of 3 elements");
+    assert_eq!(
+        t.set_f32(&[1.0]).unwrap_err().to_string(),
+        "tensor `p`: cannot store 1 f32 values in a Float tensor of 3 elements"
+    );
     assert_eq!(Tensor::from_i64("i", &[2], &[7, -1]).to_i64().unwrap(), [7, -1]);
     let bad = Tensor::from_f32("neg", &[-1], &[]);
     assert_eq!(bad.numel().unwrap_err().to_string(), "tensor `neg`: bad dims [-1]");
@@ -167,9 +170,15 @@ fn verify_names_the_broken_node() {
     // a second value with the same name
     let mut bad = g.clone();
     bad.add_op(Op::new("Neg", "n", 1, vec!["a".into()]), &[Some(ValueRef(x, 0))]);
-    assert_eq!(bad.verify().unwrap_err().to_string(), "value `a` is produced twice: by node `a` (Relu) and by node `n` (Neg)");
+    assert_eq!(
+        bad.verify().unwrap_err().to_string(),
+        "value `a` is produced twice: by node `a` (Relu) and by node `n` (Neg)"
+    );
     // a cycle
     let mut bad = g.clone();
     bad.set_input(a, 1, Some(ValueRef(a, 0)));
-    assert_eq!(bad.verify().unwrap_err().to_string(), "invalid graph at node `a` (Relu): is on a cycle: the graph has no topological order");
+    assert_eq!(
+        bad.verify().unwrap_err().to_string(),
+        "invalid graph at node `a` (Relu): is on a cycle: the graph has no topological order"
+    );
 }

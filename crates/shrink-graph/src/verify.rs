@@ -27,7 +27,10 @@ impl Graph {
         for (what, list) in lists {
             for &id in list {
                 if !g.contains_node(id) {
-                    return Err(GraphError::Invalid { node: what.into(), reason: format!("lists removed node {id:?}") });
+                    return Err(GraphError::Invalid {
+                        node: what.into(),
+                        reason: format!("lists removed node {id:?}"),
+                    });
                 }
                 let ok = match (what, &g[id]) {
                     ("graph.input", NodeKind::Input(_)) => true,
@@ -100,7 +103,10 @@ impl Graph {
                     _ => 1,
                 };
                 if from >= src_outs || self.value_name(crate::ValueRef(src, from)).is_empty() {
-                    return Err(bad(id, format!("reads output {from} of {}, which it does not produce", self.label(src))));
+                    return Err(bad(
+                        id,
+                        format!("reads output {from} of {}, which it does not produce", self.label(src)),
+                    ));
                 }
                 match e.weight().to {
                     Slot::Input(i) if i < n_in => {
@@ -108,7 +114,9 @@ impl Graph {
                             return Err(bad(id, format!("input slot {i} is fed twice")));
                         }
                     }
-                    Slot::Input(i) => return Err(bad(id, format!("edge into slot {i}, but the node has {n_in} inputs"))),
+                    Slot::Input(i) => {
+                        return Err(bad(id, format!("edge into slot {i}, but the node has {n_in} inputs")));
+                    }
                     Slot::Implicit => {
                         if !matches!(g[id], NodeKind::Op(_)) {
                             return Err(bad(id, "implicit (subgraph) edge into a non-op node".into()));
