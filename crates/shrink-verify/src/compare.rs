@@ -100,7 +100,10 @@ fn element(t: &Tensor, i: usize) -> String {
         DatumType::F32 => nth::<f32>(t, i).map(|v| format!("{v:?} (0x{:08x})", v.to_bits())),
         DatumType::F64 => nth::<f64>(t, i).map(|v| format!("{v:?} (0x{:016x})", v.to_bits())),
         DatumType::F16 => nth::<f16>(t, i).map(|v| format!("{v:?} (0x{:04x})", v.to_bits())),
-        _ => t.nth(i).ok().map(|s| format!("{s:?}")),
+        _ => t.nth(i).ok().and_then(|s| {
+            let s = s.cast_to::<String>().ok()?.into_owned();
+            s.to_plain_array_view::<String>().ok()?.iter().next().cloned()
+        }),
     };
     shown.unwrap_or_else(|| "?".into())
 }

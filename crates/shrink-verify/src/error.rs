@@ -17,6 +17,8 @@ pub enum VerifyError {
     InputCount { expected: usize, given: usize },
     #[error("not an ONNX tensor (protobuf decode failed: {0})")]
     Decode(#[from] prost::DecodeError),
+    #[error("element type {0} is not supported by tract")]
+    UnsupportedType(String),
     #[error("tensor `{tensor}`: {reason}")]
     Tensor { tensor: String, reason: String },
     #[error("{expected} outputs expected, {actual} found")]

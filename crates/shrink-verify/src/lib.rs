@@ -1,7 +1,8 @@
 //! `shrink-verify`: tract-onnx as the judge of what a stage did to a model.
 //!
 //! This is the only crate of the workspace that links tract. It runs ONNX
-//! model bytes on given inputs ([`run_onnx`]), turns serialized ONNX
+//! model bytes on given inputs ([`run_onnx`], or [`run_onnx_folded`] with the
+//! inputs baked in as constants), turns serialized ONNX
 //! `TensorProto`s (the `input_N.pb` / `output_N.pb` files of the ONNX test
 //! data) into tract tensors ([`tensor_from_proto_bytes`]), and compares two
 //! output lists, bit for bit ([`compare_exact`]) or within a tolerance
@@ -21,7 +22,7 @@ mod tests;
 
 pub use compare::{compare_close, compare_exact};
 pub use error::VerifyError;
-pub use run::run_onnx;
+pub use run::{run_onnx, run_onnx_folded};
 pub use tensor::{datum_type, tensor_from_proto, tensor_from_proto_bytes, zero_tensor};
 
 /// The tract tensor type the functions of this crate take and return.

@@ -14,11 +14,8 @@ use crate::error::VerifyError;
 
 /// The tract element type of an ONNX `TensorProto.DataType` code.
 pub fn datum_type(onnx_data_type: i32) -> Result<DatumType, VerifyError> {
-    let unsupported = |what: &str| VerifyError::Tensor {
-        tensor: String::new(),
-        reason: format!("element type {what} is not supported by tract"),
-    };
-    let dt = DataType::try_from(onnx_data_type).map_err(|_| unsupported(&format!("code {onnx_data_type}")))?;
+    let dt = DataType::try_from(onnx_data_type)
+        .map_err(|_| VerifyError::UnsupportedType(format!("code {onnx_data_type}")))?;
     Ok(match dt {
         DataType::Float => DatumType::F32,
         DataType::Uint8 => DatumType::U8,
@@ -33,7 +30,7 @@ pub fn datum_type(onnx_data_type: i32) -> Result<DatumType, VerifyError> {
         DataType::Double => DatumType::F64,
         DataType::Uint32 => DatumType::U32,
         DataType::Uint64 => DatumType::U64,
-        other => return Err(unsupported(other.as_str_name())),
+        other => return Err(VerifyError::UnsupportedType(other.as_str_name().into())),
     })
 }
 
@@ -56,10 +53,7 @@ pub fn tensor_from_proto_bytes(bytes: &[u8]) -> Result<Tensor, VerifyError> {
 /// Converts a decoded `TensorProto` with inline data into a tract tensor.
 pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor, VerifyError> {
     let err = |reason: String| VerifyError::Tensor { tensor: t.name.clone(), reason };
-    let dt = datum_type(t.data_type).map_err(|e| match e {
-        VerifyError::Tensor { reason, .. } => err(reason),
-        e => e,
-    })?;
+    let dt = datum_type(t.data_type).map_err(|e| err(e.to_string()))?;
     if t.data_location == DataLocation::External as i32 {
         return Err(err("external data is not supported here".into()));
     }
@@ -145,8 +139,7 @@ fn from_raw(dt: DatumType, shape: &[usize], volume: usize, raw: &[u8], name: &st
 
 fn array<T: Datum>(shape: &[usize], data: Vec<T>, name: &str) -> Result<Tensor, VerifyError> {
     let len = data.len();
-    tract_ndarray::ArrayD::from_shape_vec(tract_ndarray::IxDyn(shape), data).map(Tensor::from).map_err(|_| VerifyError::Tensor {
-        tensor: name.into(),
-        reason: format!("{len} elements do not fill shape {shape:?}"),
+    tract_ndarray::ArrayD::from_shape_vec(tract_ndarray::IxDyn(shape), data).map(Tensor::from).map_err(|_| {
+        VerifyError::Tensor { tensor: name.into(), reason: format!("{len} elements do not fill shape {shape:?}") }
     })
 }

@@ -5,8 +5,8 @@ use prost::Message;
 use shrink_graph::onnx::tensor_proto::DataType;
 use shrink_graph::onnx::tensor_shape_proto::{Dimension, dimension};
 use shrink_graph::onnx::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, type_proto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto,
 };
 
 use crate::{Tensor, VerifyError, compare_close, compare_exact, run_onnx, tensor_from_proto, tensor_from_proto_bytes};
@@ -133,14 +133,37 @@ fn tensors_from_raw_and_typed_fields() {
 fn exact_comparison_is_bitwise() {
     let nan = f32_tensor(&[2], &[f32::NAN, 1.0]);
     compare_exact(std::slice::from_ref(&nan), std::slice::from_ref(&nan)).unwrap();
-    let zero = f32_tensor(&[1], &[0.0]);
-    let neg_zero = f32_tensor(&[1], &[-0.0]);
-    let err = compare_exact(&[zero.clone()], &[neg_zero.clone()]).unwrap_err();
+    let zero = [f32_tensor(&[1], &[0.0])];
+    let neg_zero = [f32_tensor(&[1], &[-0.0])];
+    let err = compare_exact(&zero, &neg_zero).unwrap_err();
     assert!(err.to_string().contains("0x80000000"), "{err}");
-    compare_close(&[zero.clone()], &[neg_zero]).unwrap();
+    compare_close(&zero, &neg_zero).unwrap();
     let reshaped = f32_tensor(&[1, 1], &[0.0]);
-    assert!(compare_exact(&[zero.clone()], &[reshaped]).is_err());
-    assert!(compare_exact(&[zero.clone()], &[]).is_err());
+    assert!(compare_exact(&zero, &[reshaped]).is_err());
+    assert!(compare_exact(&zero, &[]).is_err());
     let f64s = Tensor::from_shape(&[1], &[0.0f64]).unwrap();
-    assert!(compare_exact(&[zero], &[f64s]).is_err());
+    assert!(compare_exact(&zero, &[f64s]).is_err());
+}
+
+#[test]
+fn folded_inputs_give_the_same_outputs() {
+    let x = f32_tensor(&[2, 3], &[0.5, -2.0, 3.0, 2.0, 0.25, -4.0]);
+    let plain = run_onnx(&add_relu_model(), std::slice::from_ref(&x)).unwrap();
+    let folded = crate::run_onnx_folded(&add_relu_model(), &[x]).unwrap();
+    compare_exact(&plain, &folded).unwrap();
+}
+
+#[test]
+fn shape_outputs_are_int64() {
+    let mut proto = ModelProto::decode(add_relu_model().as_slice()).unwrap();
+    let graph = proto.graph.as_mut().unwrap();
+    graph.node.push(node("Shape", &["y"], "shape"));
+    let mut out = value_info("shape", &[2]);
+    if let Some(type_proto::Value::TensorType(t)) = out.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        t.elem_type = DataType::Int64 as i32;
+    }
+    graph.output = vec![out];
+    let x = f32_tensor(&[2, 3], &[0.0; 6]);
+    let outputs = run_onnx(&proto.encode_to_vec(), &[x]).unwrap();
+    assert_eq!(outputs, vec![Tensor::from_shape(&[2], &[2i64, 3]).unwrap()]);
 }
