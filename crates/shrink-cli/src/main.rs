@@ -2,6 +2,7 @@
 //! tracing subscriber, and calls into the library crates. Errors print as
 //! `error: ...` with their causes and exit with code 2.
 
+mod eval;
 mod info;
 
 use std::path::PathBuf;
@@ -36,6 +37,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure one model in tract: accuracy on a dataset (top-1, top-5), size,
+    /// and latency (median and p90 at batch 1 and --batch, 1 thread and all
+    /// cores; warm-up first, see the latency method in shrink-verify's docs).
+    ///
+    /// Example: shrink eval fixtures/models/lenet-5.onnx --data mnist
+    Eval {
+        /// The ONNX model file.
+        model: PathBuf,
+        #[command(flatten)]
+        args: eval::EvalArgs,
+    },
+    /// Measure two models in one run, interleaved, and print them side by
+    /// side with ratios: size, latency, accuracy delta, and the agreement of B
+    /// with A (top-1 agreement, logit differences). Without --data, agreement
+    /// is measured on seeded random inputs of the model's input shape.
+    ///
+    /// Example: shrink compare original.onnx compressed.onnx --data mnist
+    Compare {
+        /// The reference model.
+        a: PathBuf,
+        /// The model measured against it.
+        b: PathBuf,
+        #[command(flatten)]
+        args: eval::EvalArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +69,8 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Info { model, json } => info::run(&model, json),
+        Command::Eval { model, args } => eval::run_eval(&model, &args),
+        Command::Compare { a, b, args } => eval::run_compare(&a, &b, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

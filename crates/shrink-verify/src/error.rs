@@ -23,6 +23,14 @@ pub enum VerifyError {
     Tensor { tensor: String, reason: String },
     #[error("{expected} outputs expected, {actual} found")]
     OutputCount { expected: usize, actual: usize },
+    /// A model cannot be evaluated as asked.
+    #[error("model `{model}`: {reason}")]
+    Model { model: String, reason: String },
+    /// The dataset's samples do not fit the model's input.
+    #[error("model `{model}` takes input samples of shape {model_shape:?}, the dataset gives {data_shape:?}")]
+    DataShape { model: String, model_shape: Vec<usize>, data_shape: Vec<usize> },
+    #[error("dataset: {0}")]
+    Data(#[from] shrink_data::DataError),
     /// Two output lists differ at output `index`.
     #[error("output {index}: {reason}")]
     Mismatch { index: usize, reason: String },

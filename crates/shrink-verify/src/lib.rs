@@ -8,12 +8,22 @@
 //! output lists, bit for bit ([`compare_exact`]) or within a tolerance
 //! ([`compare_close`]).
 //!
+//! For evaluation, a [`Judge`] holds one classifier made runnable for fixed
+//! input shapes; [`evaluate`] streams a dataset through one or more judges
+//! (accuracy, and agreement with the first), [`latency::measure`] times them
+//! interleaved, [`size`] reads the model's size, and a [`VerifyReport`] /
+//! [`CompareReport`] holds it all (serde).
+//!
 //! Every call into tract is guarded: a tract error and a panic inside tract
 //! both come back as a [`VerifyError`], so a driver looping over many models
 //! survives any one of them.
 
 mod compare;
 mod error;
+mod eval;
+mod judge;
+pub mod latency;
+mod report;
 mod run;
 mod tensor;
 
@@ -22,6 +32,10 @@ mod tests;
 
 pub use compare::{compare_close, compare_exact};
 pub use error::VerifyError;
+pub use eval::{EvalResult, agreement_on_random, check_fit, evaluate, size};
+pub use judge::{InputSpec, Judge, Logits, top_k};
+pub use latency::LatencyConfig;
+pub use report::{AccuracyReport, AgreementReport, CompareReport, LatencyReport, Ratios, SizeReport, VerifyReport};
 pub use run::{run_onnx, run_onnx_folded};
 pub use tensor::{datum_type, tensor_from_proto, tensor_from_proto_bytes, zero_tensor};
 

@@ -14,13 +14,13 @@ use tract_onnx::tract_hir::ops::konst::Const;
 use crate::error::VerifyError;
 
 /// tract's ONNX front end; building its op table once is enough.
-fn onnx() -> &'static tract_onnx::Onnx {
+pub(crate) fn onnx() -> &'static tract_onnx::Onnx {
     static ONNX: OnceLock<tract_onnx::Onnx> = OnceLock::new();
     ONNX.get_or_init(tract_onnx::onnx)
 }
 
 /// Runs one stage of tract, turning its error or its panic into a [`VerifyError`].
-fn guarded<T>(stage: &'static str, f: impl FnOnce() -> TractResult<T>) -> Result<T, VerifyError> {
+pub(crate) fn guarded<T>(stage: &'static str, f: impl FnOnce() -> TractResult<T>) -> Result<T, VerifyError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(VerifyError::Tract { stage, message: format!("{e:#}") }),

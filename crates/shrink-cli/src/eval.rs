@@ -1,0 +1,330 @@
+//! `shrink eval` and `shrink compare`: tract measures accuracy, agreement,
+//! latency and size, for one model or two side by side (in one run, interleaved).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
+use shrink_graph::Model;
+use shrink_verify::{
+    CompareReport, InputSpec, Judge, LatencyConfig, LatencyReport, VerifyReport, agreement_on_random, evaluate,
+    latency, size,
+};
+
+use crate::info::group;
+
+/// Where the data comes from and how it is measured; shared by `eval` and `compare`.
+#[derive(Debug, Args)]
+pub(crate) struct EvalArgs {
+    /// Labelled data: a builtin dataset name (`mnist`, `fashion-mnist`), or an
+    /// images file (IDX, IDX.gz or .npy, with --labels; or .npz, see --npz-keys).
+    /// Without it, agreement and latency are measured on seeded random inputs.
+    #[arg(long, value_name = "NAME|PATH")]
+    data: Option<String>,
+    /// The labels file for an images file given to --data (IDX, IDX.gz or .npy).
+    #[arg(long, value_name = "PATH")]
+    labels: Option<PathBuf>,
+    /// The images and labels arrays of an .npz given to --data.
+    #[arg(long, value_name = "X,Y", default_value = "x,y")]
+    npz_keys: String,
+    /// Which split of a builtin dataset.
+    #[arg(long, value_enum, default_value = "test")]
+    split: SplitArg,
+    /// Only the first N samples.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Do not divide raw values by 255 (for float data already scaled).
+    #[arg(long)]
+    no_scale: bool,
+    /// Subtract these means after scaling (one value, or one per channel).
+    #[arg(long, value_delimiter = ',', value_name = "M,...")]
+    mean: Vec<f32>,
+    /// Divide by these standard deviations after the mean (one, or one per channel).
+    #[arg(long, value_delimiter = ',', value_name = "S,...")]
+    std: Vec<f32>,
+    /// The model's full input shape, batch first (overrides what the model declares).
+    #[arg(long, value_delimiter = ',', value_name = "N,C,H,W")]
+    input_shape: Option<Vec<usize>>,
+    /// Give a symbolic input dimension a value (repeatable), e.g. `--set-dim height=224`.
+    #[arg(long, value_name = "NAME=N")]
+    set_dim: Vec<String>,
+    /// Batch size of the accuracy pass and of the second latency measurement.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Batches of random inputs for agreement when there is no --data.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    random_batches: usize,
+    /// Skip the latency measurement.
+    #[arg(long)]
+    no_latency: bool,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SplitArg {
+    Train,
+    Test,
+}
+
+fn input_spec(args: &EvalArgs) -> anyhow::Result<InputSpec> {
+    let mut dims = HashMap::new();
+    for d in &args.set_dim {
+        let (k, v) = d.split_once('=').with_context(|| format!("--set-dim `{d}`: expected NAME=N"))?;
+        let v: usize = v.parse().with_context(|| format!("--set-dim `{d}`: `{v}` is not a number"))?;
+        dims.insert(k.to_string(), v);
+    }
+    Ok(InputSpec { shape: args.input_shape.clone(), dims })
+}
+
+fn load_model(path: &Path) -> anyhow::Result<Model> {
+    Ok(Model::load(path)?)
+}
+
+/// Loads the dataset laid out for a model whose samples have `sample` shape.
+fn load_data(args: &EvalArgs, sample: &[usize]) -> anyhow::Result<Option<(String, InMemoryDataset)>> {
+    let Some(data) = &args.data else { return Ok(None) };
+    let pre = Preprocess {
+        scale: !args.no_scale,
+        mean: args.mean.clone(),
+        std: args.std.clone(),
+        layout: if sample.len() == 1 { Layout::Flat } else { Layout::Nchw },
+    };
+    let split = match args.split {
+        SplitArg::Train => Split::Train,
+        SplitArg::Test => Split::Test,
+    };
+    let path = Path::new(data);
+    let ds = if shrink_data::BUILTIN.contains(&data.as_str()) && !path.exists() {
+        let label = format!("{data} {}", if matches!(split, Split::Test) { "test" } else { "train" });
+        return Ok(Some((label, shrink_data::load_builtin(data, split, &pre)?)));
+    } else if path.extension().is_some_and(|e| e == "npz") {
+        let (x, y) = args.npz_keys.split_once(',').context("--npz-keys: expected X,Y")?;
+        shrink_data::load_npz(path, x, y, None, &pre)?
+    } else {
+        let Some(labels) = &args.labels else {
+            bail!("--data {data}: not a builtin dataset ({}); an images file needs --labels", shrink_data::BUILTIN.join(", "))
+        };
+        shrink_data::load_pair(path, labels, None, &pre)?
+    };
+    Ok(Some((data.clone(), ds)))
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} samples ({per_sec}, eta {eta})")
+            .expect("a valid template"),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Measures one or two models; the first is the reference for agreement.
+fn measure(paths: &[&Path], args: &EvalArgs) -> anyhow::Result<(Vec<VerifyReport>, Option<String>)> {
+    let spec = input_spec(args)?;
+    let models: Vec<Model> = paths.iter().map(|p| load_model(p)).collect::<anyhow::Result<_>>()?;
+    let mut judges: Vec<Judge> = paths
+        .iter()
+        .zip(&models)
+        .map(|(p, m)| Judge::new(&p.display().to_string(), m, &spec))
+        .collect::<Result<_, _>>()?;
+    let data = load_data(args, judges[0].sample_shape())?;
+    let mut refs: Vec<&mut Judge> = judges.iter_mut().collect();
+    let mut reports: Vec<VerifyReport> = paths
+        .iter()
+        .zip(&models)
+        .zip(refs.iter())
+        .map(|((p, m), j)| VerifyReport {
+            model: p.display().to_string(),
+            input_shape: j.input_shape(args.batch),
+            size: size(m),
+            accuracy: None,
+            agreement: None,
+            latency: Vec::new(),
+        })
+        .collect();
+    let mut data_label = None;
+    match &data {
+        Some((label, ds)) => {
+            let total = args.limit.map_or(ds.len(), |l| l.min(ds.len()));
+            let pb = bar(total, "accuracy");
+            let res = evaluate(&mut refs, ds, args.batch, args.limit, &mut |done, _| pb.set_position(done as u64))?;
+            pb.finish_and_clear();
+            for (k, r) in reports.iter_mut().enumerate() {
+                r.accuracy = Some(res.accuracy[k].clone());
+                r.agreement = res.agreement[k].clone();
+            }
+            data_label = Some(label.clone());
+        }
+        None if refs.len() > 1 => {
+            let pb = bar(args.random_batches * args.batch, "agreement on random inputs");
+            let agree = agreement_on_random(&mut refs, args.batch, args.random_batches, 7, &mut |done, _| {
+                pb.set_position(done as u64)
+            })?;
+            pb.finish_and_clear();
+            for (r, a) in reports.iter_mut().zip(agree) {
+                r.agreement = a;
+            }
+        }
+        None => {}
+    }
+    if !args.no_latency {
+        let cfg = LatencyConfig::default();
+        let mut configs = vec![(1, 1), (args.batch, 1)];
+        let cores = latency::all_cores();
+        if cores > 1 {
+            configs.extend([(1, cores), (args.batch, cores)]);
+        }
+        configs.dedup();
+        let pb = ProgressBar::new(configs.len() as u64);
+        pb.set_style(ProgressStyle::with_template("latency {bar:40} {pos}/{len} {msg}").expect("a valid template"));
+        for (batch, threads) in configs {
+            pb.set_message(format!("batch {batch}, {threads} thread(s)"));
+            let lat = latency::measure(&mut refs, batch, threads, &cfg)?;
+            for (r, l) in reports.iter_mut().zip(lat) {
+                r.latency.push(l);
+            }
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+    }
+    Ok((reports, data_label))
+}
+
+pub(crate) fn run_eval(model: &Path, args: &EvalArgs) -> anyhow::Result<()> {
+    let (mut reports, data) = measure(&[model], args)?;
+    let r = reports.remove(0);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", render_eval(&r, data.as_deref()));
+    }
+    Ok(())
+}
+
+pub(crate) fn run_compare(a: &Path, b: &Path, args: &EvalArgs) -> anyhow::Result<()> {
+    let (mut reports, data) = measure(&[a, b], args)?;
+    let rb = reports.pop().expect("two reports");
+    let ra = reports.pop().expect("two reports");
+    let c = CompareReport::new(ra, rb);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        print!("{}", render_compare(&c, data.as_deref()));
+    }
+    Ok(())
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2} %", x * 100.0)
+}
+
+fn latency_label(l: &LatencyReport) -> String {
+    format!("latency b{} t{}", l.batch, l.threads)
+}
+
+fn render_eval(r: &VerifyReport, data: Option<&str>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "model      {}", r.model);
+    let _ = writeln!(out, "input      {:?}", r.input_shape);
+    if let Some(a) = &r.accuracy {
+        let top5 = a.top5.map(|t| format!(", top-5 {}", pct(t))).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "accuracy   top-1 {} ({} / {}){top5}  on {}",
+            pct(a.top1),
+            a.top1_correct,
+            a.samples,
+            data.unwrap_or("?")
+        );
+    } else {
+        let _ = writeln!(out, "accuracy   not measured (no --data)");
+    }
+    let s = &r.size;
+    let _ = writeln!(
+        out,
+        "size       {} bytes ONNX, {} params ({} non-zero), {} bytes of weights",
+        group(s.onnx_bytes),
+        group(s.params),
+        group(s.nonzero_params),
+        group(s.weight_bytes)
+    );
+    for l in &r.latency {
+        let _ = writeln!(
+            out,
+            "{:<18} median {:.3} ms, p90 {:.3} ms ({} runs)",
+            latency_label(l),
+            l.median_ms,
+            l.p90_ms,
+            l.runs
+        );
+    }
+    out
+}
+
+fn render_compare(c: &CompareReport, data: Option<&str>) -> String {
+    let (a, b, r) = (&c.a, &c.b, &c.ratios);
+    let mut rows: Vec<[String; 4]> = vec![["".into(), "A".into(), "B".into(), "B/A".into()]];
+    let ratio = |x: f64| format!("{x:.2}x");
+    rows.push(["ONNX bytes".into(), group(a.size.onnx_bytes), group(b.size.onnx_bytes), ratio(r.onnx_bytes)]);
+    rows.push(["params".into(), group(a.size.params), group(b.size.params), ratio(r.params)]);
+    rows.push([
+        "non-zero params".into(),
+        group(a.size.nonzero_params),
+        group(b.size.nonzero_params),
+        ratio(r.nonzero_params),
+    ]);
+    rows.push(["weight bytes".into(), group(a.size.weight_bytes), group(b.size.weight_bytes), ratio(r.weight_bytes)]);
+    if let (Some(x), Some(y), Some(d)) = (&a.accuracy, &b.accuracy, r.top1_delta) {
+        rows.push(["top-1 accuracy".into(), pct(x.top1), pct(y.top1), format!("{:+.2} pp", d * 100.0)]);
+    }
+    for (la, (batch, threads, q)) in a.latency.iter().zip(&r.latency) {
+        let lb = b.latency.iter().find(|l| l.batch == *batch && l.threads == *threads);
+        rows.push([
+            latency_label(la),
+            format!("{:.3} ms", la.median_ms),
+            lb.map(|l| format!("{:.3} ms", l.median_ms)).unwrap_or_default(),
+            ratio(*q),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "A  {}\nB  {}", a.model, b.model);
+    if let Some(d) = data {
+        let _ = writeln!(out, "data  {d}");
+    }
+    out.push('\n');
+    for row in &rows {
+        let line = format!(
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if let Some(g) = &b.agreement {
+        let _ = writeln!(
+            out,
+            "\nagreement of B with A: top-1 {} of {} samples{}, max |logit diff| {:.3e}, mean {:.3e}",
+            pct(g.top1_agreement),
+            g.samples,
+            if data.is_none() { " (random inputs)" } else { "" },
+            g.max_abs_diff,
+            g.mean_abs_diff
+        );
+    }
+    out
+}

@@ -1,0 +1,96 @@
+//! `shrink-data`: datasets for fine-tuning and judging compressed models.
+//!
+//! Reads labelled image sets from the formats they ship in, applies the
+//! preprocessing a pipeline declares, and hands out batches of `f32` inputs
+//! with `u32` labels. No ML framework: a [`Batch`] is a flat `Vec<f32>` plus a
+//! batch-first shape, which the trainer and tract both accept.
+//!
+//! - Loaders: IDX ([`read_idx`], raw or gzip, told apart by magic bytes),
+//!   numpy's `.npy` ([`read_npy`]) and `.npz` ([`read_npz_array`]). Each gives
+//!   a [`RawArray`]; [`load_pair`] and [`load_npz`] pair images with labels.
+//! - [`Dataset`] is the trait the trainer and the verifier iterate;
+//!   [`InMemoryDataset`] holds the raw values (u8 pixels stay u8) and applies
+//!   the [`Preprocess`] when a batch is made; [`Subset`] views some of its
+//!   samples (a validation split, say).
+//! - [`Preprocess`] (deserialized from the pipeline TOML): scale to [0, 1],
+//!   mean/std normalisation (per channel), NCHW or flattened layout.
+//! - Determinism: [`SplitMix64`] is the crate's one PRNG; [`permutation`]
+//!   shuffles and [`train_val_split`] holds out a validation set, both purely
+//!   from a seed, the same on every platform and every version of this crate.
+//! - Builtin datasets by name ([`load_builtin`]): `mnist` (shipped under
+//!   `fixtures/data/mnist/`) and `fashion-mnist` (fetched into the cache by
+//!   `cargo xtask data fashion-mnist`).
+//!
+//! **Invariant:** bad files and bad parameters are a [`DataError`] naming the
+//! file or field, never a panic; nothing here allocates more than the input
+//! actually holds, whatever a header claims.
+
+mod builtin;
+mod dataset;
+mod error;
+mod idx;
+mod npy;
+mod preprocess;
+mod rng;
+
+#[cfg(test)]
+mod tests;
+
+pub use builtin::{BUILTIN, DataDirs, Split, find_data_dir, load_builtin, load_builtin_from};
+pub use dataset::{Batch, Dataset, InMemoryDataset, Subset, load_npz, load_pair, read_array};
+pub use error::DataError;
+pub use idx::read_idx;
+pub use npy::{npz_names, read_npy, read_npz_array};
+pub use preprocess::{Layout, Preprocess};
+pub use rng::{Holdout, SplitMix64, TrainVal, derive_seed, permutation, shuffle, train_val_split};
+
+/// Values of an array as read from a file, before any preprocessing.
+///
+/// Unsigned bytes stay bytes (MNIST pixels cost one byte each in memory);
+/// other integer types widen to `i64`, floating types become `f32`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Values {
+    /// `u8` / `uint8` data.
+    U8(Vec<u8>),
+    /// Signed or wider unsigned integers, widened.
+    I64(Vec<i64>),
+    /// `f32` or `f64` data (`f64` is narrowed).
+    F32(Vec<f32>),
+}
+
+impl Values {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::U8(v) => v.len(),
+            Values::I64(v) => v.len(),
+            Values::F32(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element type's name, for messages.
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            Values::U8(_) => "u8",
+            Values::I64(_) => "i64",
+            Values::F32(_) => "f32",
+        }
+    }
+}
+
+/// An n-dimensional array read from a file: row-major values and their shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawArray {
+    /// Where it came from, for messages: a path, or `path:name` inside an `.npz`.
+    pub origin: String,
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// `shape.iter().product()` values, row-major.
+    pub values: Values,
+}

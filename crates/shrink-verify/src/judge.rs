@@ -1,0 +1,246 @@
+//! [`Judge`]: one model made runnable in tract for a fixed input shape.
+//!
+//! Classifier models take one float input `[batch, ...]` and give logits
+//! `[batch, classes]` (trailing 1-dims, as after a 1x1 conv head, are
+//! accepted). tract plans are built per batch size, with every dimension
+//! fixed: the model's symbolic dims are bound to what the caller or the
+//! dataset gives, and its declared batch is replaced by the batch asked for.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use shrink_graph::{Dim, Model, NodeKind, declared_shape};
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::{
+    DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTensor, TValue, Tensor, TypedSimpleState, tvec,
+};
+
+use crate::error::VerifyError;
+use crate::run::{guarded, onnx};
+
+/// A model ready to run in tract on batches of one input shape.
+pub struct Judge {
+    name: String,
+    proto: shrink_graph::onnx::ModelProto,
+    /// Symbolic dimension names bound to values (`--set-dim`); the input's
+    /// batch symbol, if any, is bound per batch size.
+    dims: HashMap<String, i64>,
+    batch_symbol: Option<String>,
+    /// The input shape without its batch dimension, every dim known.
+    sample: Vec<usize>,
+    /// One tract plan, with its run state (buffers kept between runs), per batch size.
+    states: HashMap<usize, TypedSimpleState>,
+}
+
+impl std::fmt::Debug for Judge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Judge")
+            .field("name", &self.name)
+            .field("sample", &self.sample)
+            .field("batches", &self.states.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// How the non-batch dimensions of a model's input are fixed.
+#[derive(Debug, Clone, Default)]
+pub struct InputSpec {
+    /// The whole input shape including the batch (the batch is replaced per run).
+    pub shape: Option<Vec<usize>>,
+    /// Values for named symbolic dimensions (`batch=1`, `height=224`).
+    pub dims: HashMap<String, usize>,
+}
+
+impl Judge {
+    /// Prepares `model` (named `name` in messages and reports).
+    pub fn new(name: &str, model: &Model, spec: &InputSpec) -> Result<Judge, VerifyError> {
+        let g = &model.graph;
+        let inputs: Vec<_> = g.real_inputs().collect();
+        let [input] = inputs[..] else {
+            return Err(VerifyError::Model {
+                model: name.into(),
+                reason: format!("it has {} inputs; evaluation takes single-input classifiers", inputs.len()),
+            });
+        };
+        let NodeKind::Input(vi) = g.node(input) else { unreachable!("real_inputs yields inputs") };
+        let declared = declared_shape(vi.r#type.as_ref()).unwrap_or_default();
+        let sample = match &spec.shape {
+            Some(s) if s.len() >= 2 => s[1..].to_vec(),
+            Some(s) => {
+                return Err(VerifyError::Model {
+                    model: name.into(),
+                    reason: format!("input shape {s:?} has no batch dimension and sample dimensions"),
+                });
+            }
+            None => {
+                if declared.len() < 2 {
+                    return Err(VerifyError::Model {
+                        model: name.into(),
+                        reason: format!(
+                            "input `{}` declares shape {}; give the shape with --input-shape",
+                            vi.name,
+                            shape_text(&declared)
+                        ),
+                    });
+                }
+                let mut out = Vec::new();
+                for d in &declared[1..] {
+                    out.push(match d {
+                        Dim::Known(n) => *n as usize,
+                        Dim::Sym(s) if spec.dims.contains_key(s) => spec.dims[s],
+                        other => {
+                            return Err(VerifyError::Model {
+                                model: name.into(),
+                                reason: format!(
+                                    "input `{}` has dimension `{other}` in shape {}: fix it with --set-dim NAME=N or --input-shape",
+                                    vi.name,
+                                    shape_text(&declared)
+                                ),
+                            });
+                        }
+                    });
+                }
+                out
+            }
+        };
+        let batch_symbol = match declared.first() {
+            Some(Dim::Sym(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let dims = spec.dims.iter().map(|(k, &v)| (k.clone(), v as i64)).collect();
+        Ok(Judge { name: name.into(), proto: model.to_proto(), dims, batch_symbol, sample, states: HashMap::new() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The input shape of one sample (without the batch).
+    pub fn sample_shape(&self) -> &[usize] {
+        &self.sample
+    }
+
+    /// The full input shape for `batch` samples.
+    pub fn input_shape(&self, batch: usize) -> Vec<usize> {
+        std::iter::once(batch).chain(self.sample.iter().copied()).collect()
+    }
+
+    fn state(&mut self, batch: usize) -> Result<&mut TypedSimpleState, VerifyError> {
+        if !self.states.contains_key(&batch) {
+            let shape = self.input_shape(batch);
+            // Bind symbolic dims in the declared types (inputs, outputs,
+            // value_info: exporters write `batch` on every intermediate) so
+            // that tract does not meet a symbol where the input fact has a number.
+            let mut bound = self.proto.clone();
+            let mut values = self.dims.clone();
+            if let Some(s) = &self.batch_symbol {
+                values.insert(s.clone(), batch as i64);
+            }
+            bind_dims(&mut bound, &values);
+            let proto = ModelProto::decode(bound.encode_to_vec().as_slice())?;
+            let proto = &proto;
+            let wrap = |e: VerifyError| VerifyError::Model { model: self.name.clone(), reason: e.to_string() };
+            let mut model = guarded("parsing", || onnx().model_for_proto_model(proto)).map_err(wrap)?;
+            guarded("setting the input shape", || model.set_input_fact(0, f32::fact(&shape).into())).map_err(wrap)?;
+            let typed = guarded("typing", || model.into_typed()).map_err(wrap)?;
+            let optimized = guarded("optimizing", || typed.into_optimized()).map_err(wrap)?;
+            let plan = guarded("planning", || optimized.into_runnable()).map_err(wrap)?;
+            let state = guarded("planning", || plan.spawn()).map_err(wrap)?;
+            self.states.insert(batch, state);
+        }
+        Ok(self.states.get_mut(&batch).expect("inserted above"))
+    }
+
+    /// Builds the tract plan for `batch` now (so that timing excludes it).
+    pub fn prepare(&mut self, batch: usize) -> Result<(), VerifyError> {
+        self.state(batch).map(|_| ())
+    }
+
+    /// Runs `batch` samples (`inputs` holds `batch * prod(sample)` values) and
+    /// returns the first output as `[batch, classes]` logits.
+    pub fn logits(&mut self, inputs: &[f32], batch: usize) -> Result<Logits, VerifyError> {
+        let shape = self.input_shape(batch);
+        if inputs.len() != shape.iter().product::<usize>() {
+            return Err(VerifyError::Model {
+                model: self.name.clone(),
+                reason: format!("{} input values do not fill shape {shape:?}", inputs.len()),
+            });
+        }
+        let tensor = Tensor::from_shape(&shape, inputs).map_err(|e| VerifyError::Tract {
+            stage: "making the input",
+            message: format!("{e:#}"),
+        })?;
+        let out = self.run_tensor(tensor, batch)?;
+        let name = self.name.clone();
+        let bad = |reason: String| VerifyError::Model { model: name.clone(), reason };
+        let out = out.cast_to::<f32>().map_err(|e| bad(format!("output is not numeric: {e}")))?.into_owned();
+        let dims = out.shape().to_vec();
+        if dims.first() != Some(&batch) || dims[1..].iter().skip(1).any(|&d| d != 1) || dims.len() < 2 {
+            return Err(bad(format!("output shape {dims:?} is not [batch, classes] logits for batch {batch}")));
+        }
+        let classes = dims[1];
+        let data: Vec<f32> =
+            out.to_plain_array_view::<f32>().map_err(|e| bad(format!("{e}")))?.iter().copied().collect();
+        Ok(Logits { data, batch, classes })
+    }
+
+    /// Runs one input tensor through the plan for `batch`; returns output 0.
+    pub(crate) fn run_tensor(&mut self, input: Tensor, batch: usize) -> Result<Tensor, VerifyError> {
+        let name = self.name.clone();
+        let state = self.state(batch)?;
+        let outputs = guarded("running", || state.run(tvec![TValue::from(input)]))
+            .map_err(|e| VerifyError::Model { model: name, reason: e.to_string() })?;
+        Ok(outputs.into_iter().next().expect("a model has at least one output").into_tensor())
+    }
+}
+
+/// Logits of one batch, row-major `[batch, classes]`.
+#[derive(Debug, Clone)]
+pub struct Logits {
+    pub data: Vec<f32>,
+    pub batch: usize,
+    pub classes: usize,
+}
+
+impl Logits {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// Index of the largest logit of row `i` (the first one on ties; NaN never wins).
+    pub fn argmax(&self, i: usize) -> usize {
+        top_k(self.row(i), 1)[0]
+    }
+}
+
+/// Indices of the `k` largest values, largest first (ties keep index order).
+pub fn top_k(row: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    let key = |i: usize| if row[i].is_nan() { f32::NEG_INFINITY } else { row[i] };
+    idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+/// Replaces named dimensions by values in every declared type of the main graph.
+fn bind_dims(proto: &mut shrink_graph::onnx::ModelProto, values: &HashMap<String, i64>) {
+    use shrink_graph::onnx::tensor_shape_proto::dimension::Value;
+    use shrink_graph::onnx::type_proto;
+    let Some(g) = proto.graph.as_mut() else { return };
+    for vi in g.input.iter_mut().chain(g.output.iter_mut()).chain(g.value_info.iter_mut()) {
+        let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
+            continue;
+        };
+        for d in t.shape.iter_mut().flat_map(|s| s.dim.iter_mut()) {
+            if let Some(Value::DimParam(p)) = &d.value {
+                if let Some(&v) = values.get(p) {
+                    d.value = Some(Value::DimValue(v));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn shape_text(s: &[Dim]) -> String {
+    format!("[{}]", s.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+}

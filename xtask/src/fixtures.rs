@@ -1,0 +1,118 @@
+//! `cargo xtask fixtures`: trains the MNIST fixture models with PyTorch and
+//! exports them to ONNX (fixtures/models/), see fixtures/README.md.
+//!
+//! Makes a Python venv in the cache folder (`<cache>/venv-fixtures`), installs
+//! the pinned fixtures/gen/requirements.txt into it (again only when that file
+//! changed), then runs each generator script in fixtures/gen/, which trains,
+//! exports with both torch exporters, checks the onnxruntime accuracy against
+//! torch's and writes `NAME.onnx`, `NAME.dynamo.onnx` and `NAME.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// The generators: model name and script (under fixtures/gen/), in run order.
+const GENERATORS: &[(&str, &str)] =
+    &[("lenet-300-100", "lenet_300_100.py"), ("lenet-5", "lenet_5.py"), ("convnet-mix", "convnet_mix.py")];
+
+const USAGE: &str = "\
+cargo xtask fixtures [--data DIR] [--large] [MODEL...]
+
+    MODEL       only these models (default: all of lenet-300-100, lenet-5, convnet-mix)
+    --data DIR  folder of the MNIST IDX files (default: fixtures/data/mnist)
+    --large     larger fixture models (not implemented yet)
+";
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut data: Option<PathBuf> = None;
+    let mut models: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--large" => bail!("cargo xtask fixtures --large: not implemented yet"),
+            "--data" => {
+                let dir = it.next().context("--data needs a folder")?;
+                data = Some(PathBuf::from(dir));
+            }
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            name => match GENERATORS.iter().find(|(n, _)| *n == name) {
+                Some((n, _)) => models.push(n),
+                None => bail!("unknown model or option `{name}`\n\n{USAGE}"),
+            },
+        }
+    }
+
+    let root = crate::project_root();
+    let gen_dir = root.join("fixtures/gen");
+    let out_dir = root.join("fixtures/models");
+    let data = data.unwrap_or_else(|| root.join("fixtures/data/mnist"));
+    check_data(&data)?;
+
+    let python = venv(&gen_dir.join("requirements.txt"))?;
+    for (name, script) in GENERATORS {
+        if !models.is_empty() && !models.contains(name) {
+            continue;
+        }
+        eprintln!("fixtures: {name} (fixtures/gen/{script})");
+        let started = std::time::Instant::now();
+        crate::run_cmd(
+            Command::new(&python)
+                .arg(gen_dir.join(script))
+                .arg("--data")
+                .arg(&data)
+                .arg("--out")
+                .arg(&out_dir)
+                .current_dir(&root)
+                .env("PYTHONHASHSEED", "0")
+                .env("OMP_NUM_THREADS", "2"),
+        )?;
+        eprintln!("fixtures: {name} done in {:.0} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Fails early, with a hint, when an MNIST IDX file is missing.
+fn check_data(dir: &Path) -> anyhow::Result<()> {
+    for split in ["train", "t10k"] {
+        for kind in ["images-idx3", "labels-idx1"] {
+            let stem = format!("{split}-{kind}-ubyte");
+            if !dir.join(format!("{stem}.gz")).is_file() && !dir.join(&stem).is_file() {
+                bail!(
+                    "MNIST file {stem}[.gz] not found in {}; see fixtures/README.md for where \
+                     to get it, or pass --data DIR",
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes `<cache>/venv-fixtures` and installs the requirements into it, unless
+/// the copy of requirements.txt left there by the last install is identical.
+/// Returns the venv's python.
+fn venv(requirements: &Path) -> anyhow::Result<PathBuf> {
+    let dir = crate::cache_dir().join("venv-fixtures");
+    let python = if cfg!(windows) { dir.join("Scripts").join("python.exe") } else { dir.join("bin").join("python") };
+    if !python.is_file() {
+        eprintln!("fixtures: creating venv {}", dir.display());
+        std::fs::create_dir_all(crate::cache_dir())?;
+        let host = if cfg!(windows) { "python" } else { "python3" };
+        crate::run_cmd(Command::new(host).args(["-m", "venv"]).arg(&dir))?;
+    }
+    let wanted =
+        std::fs::read_to_string(requirements).with_context(|| format!("reading {}", requirements.display()))?;
+    let stamp = dir.join("installed-requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        eprintln!("fixtures: installing {} (torch pulls several GB of CUDA wheels)", requirements.display());
+        crate::run_cmd(
+            Command::new(&python).args(["-m", "pip", "install", "--disable-pip-version-check", "-r"]).arg(requirements),
+        )?;
+        std::fs::write(&stamp, &wanted)?;
+    }
+    Ok(python)
+}
