@@ -7,3 +7,4 @@ mod info;
 mod roundtrip;
 mod tidy;
 mod util;
+mod verify;

@@ -108,7 +108,10 @@ fn load_data(args: &EvalArgs, sample: &[usize]) -> anyhow::Result<Option<(String
         shrink_data::load_npz(path, x, y, None, &pre)?
     } else {
         let Some(labels) = &args.labels else {
-            bail!("--data {data}: not a builtin dataset ({}); an images file needs --labels", shrink_data::BUILTIN.join(", "))
+            bail!(
+                "--data {data}: not a builtin dataset ({}); an images file needs --labels",
+                shrink_data::BUILTIN.join(", ")
+            )
         };
         shrink_data::load_pair(path, labels, None, &pre)?
     };

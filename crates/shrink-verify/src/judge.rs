@@ -166,10 +166,8 @@ impl Judge {
                 reason: format!("{} input values do not fill shape {shape:?}", inputs.len()),
             });
         }
-        let tensor = Tensor::from_shape(&shape, inputs).map_err(|e| VerifyError::Tract {
-            stage: "making the input",
-            message: format!("{e:#}"),
-        })?;
+        let tensor = Tensor::from_shape(&shape, inputs)
+            .map_err(|e| VerifyError::Tract { stage: "making the input", message: format!("{e:#}") })?;
         let out = self.run_tensor(tensor, batch)?;
         let name = self.name.clone();
         let bad = |reason: String| VerifyError::Model { model: name.clone(), reason };
