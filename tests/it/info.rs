@@ -82,3 +82,20 @@ fn lenet5_conv_macs_through_pytorch_flatten() {
     assert_eq!(macs, [Some(288_000), Some(1_600_000), Some(400_000), Some(5_000)]);
     assert_eq!(s.macs, 2_293_000);
 }
+
+/// The PyTorch-exported fixture gives the same figures as the hand-built net,
+/// for both exporters.
+#[test]
+fn lenet_300_100_fixture() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models");
+    for file in ["lenet-300-100.onnx", "lenet-300-100.dynamo.onnx"] {
+        let m = shrink_graph::Model::load(dir.join(file)).unwrap();
+        let s = summarize(&m);
+        assert_eq!((s.params, s.macs, s.macs_unknown), (266_610, 266_200, 0), "{file}");
+    }
+    // LeNet-5: 431,080 parameters; MACs 288,000 + 1,600,000 + 400,000 + 5,000
+    for file in ["lenet-5.onnx", "lenet-5.dynamo.onnx"] {
+        let s = summarize(&shrink_graph::Model::load(dir.join(file)).unwrap());
+        assert_eq!((s.params, s.macs, s.macs_unknown), (431_080, 2_293_000, 0), "{file}");
+    }
+}

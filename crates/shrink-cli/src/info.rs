@@ -82,7 +82,12 @@ pub(crate) fn render(path: &Path, s: &ModelSummary) -> String {
             l.op.clone(),
             shapes.join(" + "),
             group(l.params),
-            l.macs.map(group).unwrap_or_else(|| "?".into()),
+            match l.macs {
+                Some(m) => group(m),
+                // a MAC op whose shapes could not be derived, or an op that does none
+                None if matches!(l.op.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul") => "?".into(),
+                None => "-".into(),
+            },
             group(l.bytes),
         ]);
     }
