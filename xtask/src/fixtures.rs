@@ -68,6 +68,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 .arg(&out_dir)
                 .current_dir(&root)
                 .env("PYTHONHASHSEED", "0")
+                // no __pycache__ folder in fixtures/gen
+                .env("PYTHONDONTWRITEBYTECODE", "1")
                 .env("OMP_NUM_THREADS", "2"),
         )?;
         eprintln!("fixtures: {name} done in {:.0} s", started.elapsed().as_secs_f64());
