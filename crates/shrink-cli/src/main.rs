@@ -4,6 +4,7 @@
 
 mod eval;
 mod info;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,29 @@ enum Command {
         #[command(flatten)]
         args: eval::EvalArgs,
     },
+    /// Run a TOML pipeline: each stage, then graph checks and tract
+    /// verification (accuracy, agreement with the original, latency, size),
+    /// a checkpoint in OUTPUT/stages/ and a report row. A rerun resumes after
+    /// the last finished stage whose checkpoint matches.
+    ///
+    /// Writes OUTPUT/model.onnx, report.json, report.md, report.svg. The input
+    /// model is never overwritten.
+    Run {
+        /// The pipeline file (see pipelines/ for examples).
+        pipeline: PathBuf,
+        /// Override a key, e.g. `--set stage.0.sparsity=0.9` or `--set pipeline.seed=3` (repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Rerun from this stage (1-based) even when its checkpoint matches.
+        #[arg(long, value_name = "N")]
+        from_stage: Option<usize>,
+        /// Check the pipeline (files, data, stage parameters) without running it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Use an output folder that holds another pipeline's run or other files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Measure two models in one run, interleaved, and print them side by
     /// side with ratios: size, latency, accuracy delta, and the agreement of B
     /// with A (top-1 agreement, logit differences). Without --data, agreement
@@ -70,6 +94,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { model, json } => info::run(&model, json),
         Command::Eval { model, args } => eval::run_eval(&model, &args),
+        Command::Run { pipeline, set, from_stage, dry_run, force } => {
+            run::run(&pipeline, &set, &shrink_pipeline::RunOptions { from_stage, dry_run, force })
+        }
         Command::Compare { a, b, args } => eval::run_compare(&a, &b, &args),
     };
     match result {

@@ -129,6 +129,17 @@ impl InMemoryDataset {
         Ok(())
     }
 
+    /// Keeps only the first `n` samples (all of them when `n >= len`).
+    pub fn truncated(mut self, n: usize) -> Result<InMemoryDataset, DataError> {
+        let n = n.min(self.labels.len());
+        self.labels.truncate(n);
+        match &mut self.pixels {
+            Pixels::U8(v) => v.truncate(n * self.sample_len),
+            Pixels::F32(v) => v.truncate(n * self.sample_len),
+        }
+        Ok(self)
+    }
+
     /// Where the images came from.
     pub fn origin(&self) -> &str {
         &self.origin

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A note about one layer (a pruned ratio, a chosen rank, a codebook size).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LayerNote {
     pub layer: String,
     pub note: String,
@@ -14,7 +14,7 @@ pub struct LayerNote {
 }
 
 /// The stage's own account; the runner adds tract's measurements beside it.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StageReport {
     /// One line: what was done.
     pub summary: String,

@@ -1,10 +1,10 @@
 //! [`VerifyReport`]: everything tract measured about one model, and the
 //! side-by-side comparison of two.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Size of a model.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SizeReport {
     /// Bytes of the ONNX encoding, every tensor inline.
     pub onnx_bytes: u64,
@@ -15,7 +15,7 @@ pub struct SizeReport {
 }
 
 /// Accuracy on a labelled dataset.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AccuracyReport {
     pub samples: u64,
     pub top1_correct: u64,
@@ -26,7 +26,7 @@ pub struct AccuracyReport {
 }
 
 /// How closely a model follows a reference model on the same inputs.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AgreementReport {
     pub samples: u64,
     /// Fraction of samples where both models' top-1 classes agree.
@@ -36,7 +36,7 @@ pub struct AgreementReport {
 }
 
 /// Latency of one configuration; see [`crate::latency`] for the method.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LatencyReport {
     pub batch: usize,
     pub threads: usize,
@@ -46,7 +46,7 @@ pub struct LatencyReport {
 }
 
 /// What tract measured about one model.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VerifyReport {
     pub model: String,
     pub input_shape: Vec<usize>,
@@ -58,7 +58,7 @@ pub struct VerifyReport {
 }
 
 /// Two models measured in one run: `b` against the reference `a`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CompareReport {
     pub a: VerifyReport,
     pub b: VerifyReport,
@@ -66,7 +66,7 @@ pub struct CompareReport {
     pub ratios: Ratios,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Ratios {
     pub onnx_bytes: f64,
     pub params: f64,

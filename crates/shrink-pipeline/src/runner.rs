@@ -1,0 +1,435 @@
+//! The runner: straight-line code (cranelift's `Context::optimize` habit).
+//!
+//! For each stage: a tracing span, `run`, `graph.verify()` (a failure is a bug
+//! in that stage), tract verification (accuracy and agreement with the
+//! original on the test data, or agreement on seeded random inputs; latency
+//! interleaved with the original; size), a report row, a checkpoint.
+//!
+//! Checkpoints: `stages/NN-kind.onnx` then `stages/NN-kind.json` (the row,
+//! with the hash), each written atomically; the JSON is written last, so a
+//! stage counts as finished only when both exist. The hash of stage N chains
+//! the hash of stage N-1 with stage N's table; the chain starts from the
+//! input model's bytes, the `[pipeline]`, `[data]` and `[verify]` tables and
+//! [`CODE_VERSION`]. A rerun resumes after the last finished stage of an
+//! unbroken prefix whose hashes match, and says so; a changed stage
+//! invalidates itself and every stage after it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
+use shrink_graph::{Model, save_file};
+use shrink_stage::{Progress, Registry, Stage, StageCx};
+use shrink_verify::{InputSpec, Judge, LatencyConfig, agreement_on_random, evaluate, latency, size};
+use tracing::{info, info_span, warn};
+
+use crate::config::{DataSource, Pipeline};
+use crate::error::PipelineError;
+use crate::report::{Report, Row};
+
+/// Part of every checkpoint hash: bump when a change makes old checkpoints wrong.
+pub const CODE_VERSION: &str = concat!("shrink-pipeline ", env!("CARGO_PKG_VERSION"), " checkpoints v1");
+
+/// The marker that says an output folder holds a run of a pipeline.
+const MARKER: &str = "shrink-run.json";
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Rerun from this 1-based stage even when its checkpoint matches.
+    pub from_stage: Option<usize>,
+    /// Check the pipeline, build every stage, and stop before running.
+    pub dry_run: bool,
+    /// Use an output folder that holds something else.
+    pub force: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub output: PathBuf,
+    pub report: Report,
+    /// Stages taken from checkpoints instead of run.
+    pub resumed: usize,
+}
+
+struct Data {
+    label: String,
+    train: Option<InMemoryDataset>,
+    test: Option<InMemoryDataset>,
+}
+
+fn load_source(p: &Pipeline, key: &str, src: &DataSource, pre: &Preprocess) -> Result<InMemoryDataset, PipelineError> {
+    let err = |source| PipelineError::Data { key: key.into(), source };
+    let mut ds = match (&src.builtin, &src.images) {
+        (Some(name), None) => {
+            let split = match src.split.as_deref().unwrap_or(if key.ends_with("train") { "train" } else { "test" }) {
+                "train" => Split::Train,
+                "test" => Split::Test,
+                other => {
+                    return Err(PipelineError::Toml {
+                        path: p.path.clone(),
+                        message: format!("`{key}.split` is `{other}`; expected `train` or `test`"),
+                    });
+                }
+            };
+            shrink_data::load_builtin(name, split, pre).map_err(err)?
+        }
+        (None, Some(images)) => {
+            if !images.exists() {
+                return Err(PipelineError::Missing {
+                    pipeline: p.path.clone(),
+                    key: format!("{key}.images"),
+                    path: images.clone(),
+                });
+            }
+            if images.extension().is_some_and(|e| e == "npz") {
+                shrink_data::load_npz(images, "x", "y", None, pre).map_err(err)?
+            } else {
+                let labels = src.labels.as_ref().ok_or_else(|| PipelineError::Toml {
+                    path: p.path.clone(),
+                    message: format!("`{key}` has `images` but no `labels`"),
+                })?;
+                if !labels.exists() {
+                    return Err(PipelineError::Missing {
+                        pipeline: p.path.clone(),
+                        key: format!("{key}.labels"),
+                        path: labels.clone(),
+                    });
+                }
+                shrink_data::load_pair(images, labels, None, pre).map_err(err)?
+            }
+        }
+        _ => {
+            return Err(PipelineError::Toml {
+                path: p.path.clone(),
+                message: format!("`{key}` needs exactly one of `builtin` or `images`"),
+            });
+        }
+    };
+    if let Some(limit) = src.limit {
+        ds = ds.truncated(limit).map_err(err)?;
+    }
+    Ok(ds)
+}
+
+fn load_data(p: &Pipeline, sample: &[usize]) -> Result<Option<Data>, PipelineError> {
+    let Some(d) = &p.file.data else { return Ok(None) };
+    let pre = Preprocess {
+        scale: d.preprocess.as_ref().is_none_or(|x| x.scale),
+        mean: d.preprocess.as_ref().map(|x| x.mean.clone()).unwrap_or_default(),
+        std: d.preprocess.as_ref().map(|x| x.std.clone()).unwrap_or_default(),
+        layout: if sample.len() == 1 { Layout::Flat } else { Layout::Nchw },
+    };
+    let train = d.train.as_ref().map(|s| load_source(p, "data.train", s, &pre)).transpose()?;
+    let test = d.test.as_ref().map(|s| load_source(p, "data.test", s, &pre)).transpose()?;
+    let label = d
+        .test
+        .as_ref()
+        .map(|s| match (&s.builtin, &s.images) {
+            (Some(b), _) => format!("{b} {}", s.split.as_deref().unwrap_or("test")),
+            (_, Some(i)) => i.display().to_string(),
+            _ => "?".into(),
+        })
+        .map(|l| match d.test.as_ref().and_then(|s| s.limit) {
+            Some(n) => format!("{l} (first {n})"),
+            None => l,
+        })
+        .unwrap_or_default();
+    Ok(Some(Data { label, train, test }))
+}
+
+fn sha(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
+    save_file(path, bytes).map_err(|e| PipelineError::Graph(e.in_file(path)))
+}
+
+fn checkpoint_name(step: usize, kind: &str) -> String {
+    let safe: String = kind.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("{step:02}-{safe}")
+}
+
+/// Refuses an output folder that holds something other than this pipeline's run.
+fn claim_output(p: &Pipeline, out: &Path, force: bool) -> Result<(), PipelineError> {
+    let marker = out.join(MARKER);
+    if out.exists() {
+        let entries = std::fs::read_dir(out).map_err(|e| PipelineError::io(out, e))?.count();
+        if entries > 0 && !force {
+            match std::fs::read_to_string(&marker) {
+                Ok(text) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    if v["pipeline"] != p.file.pipeline.name.as_str() {
+                        return Err(PipelineError::OutputInUse {
+                            path: out.to_path_buf(),
+                            reason: format!("holds a run of pipeline {}", v["pipeline"]),
+                        });
+                    }
+                }
+                Err(_) => {
+                    return Err(PipelineError::OutputInUse {
+                        path: out.to_path_buf(),
+                        reason: "is not empty and holds no shrink run".into(),
+                    });
+                }
+            }
+        }
+    }
+    std::fs::create_dir_all(out.join("stages")).map_err(|e| PipelineError::io(out, e))?;
+    let text = serde_json::json!({ "pipeline": p.file.pipeline.name, "file": p.path.display().to_string() });
+    write(&marker, format!("{text:#}\n").as_bytes())
+}
+
+/// The original and the current model measured by tract.
+struct Verifier<'d> {
+    original: Judge,
+    data: Option<&'d Data>,
+    spec: InputSpec,
+    cfg: LatencyConfig,
+    batch_sizes: Vec<usize>,
+    random_batches: usize,
+    seed: u64,
+}
+
+impl Verifier<'_> {
+    /// Measures `model` (with the original interleaved) into a row.
+    fn row(
+        &mut self,
+        step: usize,
+        kind: &str,
+        model: &Model,
+        progress: &mut dyn Progress,
+    ) -> Result<Row, PipelineError> {
+        let name = if step == 0 { "original".to_string() } else { format!("step {step} ({kind})") };
+        let mut judge = Judge::new(&name, model, &self.spec)?;
+        let (mut accuracy, mut samples) = (None, None);
+        let agreement = match self.data.and_then(|d| d.test.as_ref()) {
+            Some(test) => {
+                progress.start(&format!("verify {name}: accuracy"), test.len() as u64);
+                let res = evaluate(&mut [&mut self.original, &mut judge], test, 100, None, &mut |done, _| {
+                    progress.update(done as u64, "")
+                })?;
+                accuracy = Some(res.accuracy[1].top1);
+                samples = Some(res.accuracy[1].samples);
+                res.agreement[1].clone()
+            }
+            None => {
+                let total = (self.random_batches * 16) as u64;
+                progress.start(&format!("verify {name}: agreement on random inputs"), total);
+                let a = agreement_on_random(
+                    &mut [&mut self.original, &mut judge],
+                    16,
+                    self.random_batches,
+                    self.seed,
+                    &mut |done, _| progress.update(done as u64, ""),
+                )?;
+                a[1].clone()
+            }
+        };
+        let mut lat = Vec::new();
+        let mut ratio = Vec::new();
+        for &b in &self.batch_sizes {
+            progress.start(&format!("verify {name}: latency at batch {b}"), 0);
+            let l = latency::measure(&mut [&mut self.original, &mut judge], b, 1, &self.cfg)?;
+            ratio.push((b, l[1].median_ms / l[0].median_ms));
+            lat.push(l[1].clone());
+        }
+        progress.finish();
+        Ok(Row {
+            step,
+            kind: kind.to_string(),
+            accuracy,
+            samples,
+            agreement,
+            nodes: model.graph.ops().len(),
+            size: size(model),
+            latency: lat,
+            latency_ratio: ratio,
+            stage: None,
+            seconds: 0.0,
+            hash: String::new(),
+        })
+    }
+}
+
+/// Runs a pipeline. Stages come from `registry`.
+pub fn run(
+    p: &Pipeline,
+    registry: &Registry,
+    opts: &RunOptions,
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome, PipelineError> {
+    let f = &p.file;
+    let model_path = &f.pipeline.model;
+    if !model_path.exists() {
+        return Err(PipelineError::Missing {
+            pipeline: p.path.clone(),
+            key: "pipeline.model".into(),
+            path: model_path.clone(),
+        });
+    }
+    // Build every stage before anything runs: unknown kinds and bad parameters fail now.
+    let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+    for i in 0..f.stage.len() {
+        let stage = registry.build(p.kind(i), &p.params(i)).map_err(|source| PipelineError::Stage {
+            pipeline: p.path.clone(),
+            index: i + 1,
+            kind: p.kind(i).to_string(),
+            location: p.stage_location(i),
+            source,
+        })?;
+        stages.push(stage);
+    }
+    let input_bytes = std::fs::read(model_path).map_err(|e| PipelineError::io(model_path, e))?;
+    let original = Model::load(model_path)?;
+    let spec = InputSpec { shape: f.verify.input_shape.clone(), ..InputSpec::default() };
+    let original_judge = Judge::new("original", &original, &spec)?;
+    let data = load_data(p, original_judge.sample_shape())?;
+    if opts.dry_run {
+        info!(stages = stages.len(), "dry run: the pipeline is valid");
+        return Ok(RunOutcome {
+            output: f.pipeline.output.clone(),
+            report: Report {
+                pipeline: f.pipeline.name.clone(),
+                model: model_path.display().to_string(),
+                seed: f.pipeline.seed,
+                data: data.as_ref().map(|d| d.label.clone()),
+                rows: Vec::new(),
+            },
+            resumed: 0,
+        });
+    }
+    let out = &f.pipeline.output;
+    claim_output(p, out, opts.force)?;
+
+    let mut verifier = Verifier {
+        original: original_judge,
+        data: data.as_ref(),
+        spec,
+        cfg: LatencyConfig { min_runs: 20, max_runs: 2000, min_seconds: 0.5, max_seconds: 5.0 },
+        batch_sizes: if f.verify.latency { f.verify.batch_sizes.clone() } else { Vec::new() },
+        random_batches: f.verify.random_batches.max(1),
+        seed: f.pipeline.seed,
+    };
+    let mut report = Report {
+        pipeline: f.pipeline.name.clone(),
+        model: model_path.display().to_string(),
+        seed: f.pipeline.seed,
+        data: data.as_ref().filter(|d| d.test.is_some()).map(|d| d.label.clone()),
+        rows: Vec::new(),
+    };
+    // Canonical text of the tables (JSON: keys sorted, no formatting of the file's own).
+    let head =
+        serde_json::to_string(&(&f.pipeline, &f.data, &f.verify)).map_err(|e| PipelineError::Other(e.to_string()))?;
+    let mut hash = sha(&[&input_bytes, head.as_bytes(), CODE_VERSION.as_bytes()]);
+    let mut base = verifier.row(0, "original", &original, progress)?;
+    base.hash = hash.clone();
+    report.rows.push(base);
+
+    let mut model = original.clone();
+    let mut resumed = 0;
+    let mut resuming = true;
+    for (i, stage) in stages.iter().enumerate() {
+        let step = i + 1;
+        let kind = p.kind(i).to_string();
+        let table = serde_json::to_string(&f.stage[i]).map_err(|e| PipelineError::Other(e.to_string()))?;
+        hash = sha(&[hash.as_bytes(), table.as_bytes()]);
+        let name = checkpoint_name(step, &kind);
+        let onnx_path = out.join("stages").join(format!("{name}.onnx"));
+        let json_path = out.join("stages").join(format!("{name}.json"));
+        resuming &= opts.from_stage.is_none_or(|from| step < from);
+        if resuming {
+            let done = std::fs::read_to_string(&json_path).ok().and_then(|t| serde_json::from_str::<Row>(&t).ok());
+            match done {
+                Some(row) if row.hash == hash && onnx_path.exists() => {
+                    model = Model::load(&onnx_path)?;
+                    info!(step, kind = %kind, "resumed from checkpoint {}", onnx_path.display());
+                    progress.start(&format!("stage {step}/{}: {kind} (resumed from checkpoint)", stages.len()), 0);
+                    progress.finish();
+                    report.rows.push(row);
+                    resumed += 1;
+                    continue;
+                }
+                Some(_) => warn!(step, kind = %kind, "checkpoint is from a different pipeline or input: rerunning"),
+                None => {}
+            }
+            resuming = false;
+        }
+        let span = info_span!("stage", step, kind = %kind);
+        let _enter = span.enter();
+        progress.start(&format!("stage {step}/{}: {kind}", stages.len()), 0);
+        let scratch = out.join("scratch");
+        std::fs::create_dir_all(&scratch).map_err(|e| PipelineError::io(&scratch, e))?;
+        let started = Instant::now();
+        let mut cx = StageCx {
+            pipeline: f.pipeline.name.clone(),
+            index: i,
+            train: data.as_ref().and_then(|d| d.train.as_ref()).map(|d| d as &dyn Dataset),
+            test: data.as_ref().and_then(|d| d.test.as_ref()).map(|d| d as &dyn Dataset),
+            original: &original,
+            seed: shrink_data::derive_seed(f.pipeline.seed, step as u64),
+            progress,
+            scratch: scratch.clone(),
+            output_dir: out.clone(),
+        };
+        let stage_report = stage.run(&mut model, &mut cx).map_err(|source| PipelineError::Stage {
+            pipeline: p.path.clone(),
+            index: step,
+            kind: kind.clone(),
+            location: String::new(),
+            source,
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&scratch);
+        model.graph.verify().map_err(|source| PipelineError::StageBug { index: step, kind: kind.clone(), source })?;
+        model.source = None;
+        model.save(&onnx_path)?;
+        let mut row = verifier.row(step, &kind, &model, progress)?;
+        row.stage = Some(stage_report);
+        row.seconds = seconds;
+        row.hash = hash.clone();
+        info!(step, kind = %kind, accuracy = ?row.accuracy, bytes = row.size.onnx_bytes, "stage done");
+        write(
+            &json_path,
+            serde_json::to_string_pretty(&row).map_err(|e| PipelineError::Other(e.to_string()))?.as_bytes(),
+        )?;
+        report.rows.push(row);
+        write_reports(out, &report, false)?;
+    }
+    model.source = None;
+    model.save(out.join("model.onnx"))?;
+    write_reports(out, &report, true)?;
+    if let (Some(limit), Some(before), Some(after)) =
+        (f.verify.max_accuracy_drop, report.rows[0].accuracy, report.rows.last().and_then(|r| r.accuracy))
+    {
+        if before - after > limit {
+            return Err(PipelineError::AccuracyDrop {
+                before,
+                after,
+                drop: before - after,
+                limit,
+                output: out.clone(),
+            });
+        }
+    }
+    Ok(RunOutcome { output: out.clone(), report, resumed })
+}
+
+fn write_reports(out: &Path, report: &Report, svg: bool) -> Result<(), PipelineError> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| PipelineError::Other(e.to_string()))?;
+    write(&out.join("report.json"), json.as_bytes())?;
+    write(&out.join("report.md"), report.markdown().as_bytes())?;
+    if svg {
+        let svg = report.svg().map_err(|e| PipelineError::Other(format!("drawing report.svg: {e}")))?;
+        write(&out.join("report.svg"), svg.as_bytes())?;
+    }
+    Ok(())
+}
