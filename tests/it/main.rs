@@ -6,5 +6,6 @@ mod errors;
 mod info;
 mod roundtrip;
 mod tidy;
+mod train;
 mod util;
 mod verify;

@@ -1,0 +1,866 @@
+//! The op set: attributes parsed once at build time ([`Kind::parse`]), and the
+//! run-time evaluation of one op on [`Value`]s ([`eval`]). Float values run on
+//! burn (and are differentiable); integer values (shape arithmetic such as the
+//! `Shape → Gather → Unsqueeze → Concat → Reshape` chains PyTorch writes for
+//! `flatten`) are computed on the host.
+
+use burn::tensor::activation as act;
+use burn::tensor::module as m;
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::{Device, Tensor};
+use shrink_graph::Op;
+
+use crate::error::TrainError;
+use crate::value::{F, IntT, Value, map_f, zip_f};
+
+/// ONNX op types the trainer runs.
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Flatten",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LeakyRelu",
+    "LogSoftmax",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Softmax",
+    "Squeeze",
+    "Sub",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AutoPad {
+    NotSet,
+    Valid,
+    SameUpper,
+    SameLower,
+}
+
+/// Window attributes shared by Conv and the pools (2-d only).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Window {
+    pub kernel: Option<[usize; 2]>,
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    /// ONNX order: top, left, bottom, right.
+    pub pads: [usize; 4],
+    pub auto_pad: AutoPad,
+    pub ceil_mode: bool,
+}
+
+/// One op, its attributes parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Kind {
+    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    MatMul,
+    Bin(BinOp),
+    Conv { w: Window, group: usize },
+    MaxPool(Window),
+    AvgPool { w: Window, count_include_pad: bool },
+    GlobalAvgPool,
+    BatchNorm { eps: f32 },
+    Relu,
+    LeakyRelu(f32),
+    Sigmoid,
+    Tanh,
+    HardSigmoid(f32, f32),
+    HardSwish,
+    Clip { min: Option<f32>, max: Option<f32> },
+    Softmax { axis: i64, legacy: bool, log: bool },
+    Flatten { axis: i64 },
+    Reshape { allowzero: bool },
+    Transpose { perm: Option<Vec<i64>> },
+    Concat { axis: i64 },
+    Squeeze { axes: Option<Vec<i64>> },
+    Unsqueeze { axes: Option<Vec<i64>> },
+    Identity,
+    Shape { start: i64, end: Option<i64> },
+    Gather { axis: i64 },
+    Cast { to: i32 },
+    Reduce { mean: bool, axes: Option<Vec<i64>>, keepdims: bool, noop_empty: bool },
+}
+
+fn ints2(op: &Op, name: &str, default: usize) -> Result<[usize; 2], TrainError> {
+    match op.attr_ints(name) {
+        None => Ok([default; 2]),
+        Some([a, b]) if *a >= 1 && *b >= 1 => Ok([*a as usize, *b as usize]),
+        Some(v) => Err(TrainError::op(
+            &op.label(),
+            &op.op_type,
+            format!("{name} {v:?}: only 2-d windows with positive values"),
+        )),
+    }
+}
+
+fn window(op: &Op, need_kernel: bool) -> Result<Window, TrainError> {
+    let err = |r: String| TrainError::op(&op.label(), &op.op_type, r);
+    let kernel = match op.attr_ints("kernel_shape") {
+        None if need_kernel => return Err(err("kernel_shape is missing".into())),
+        None => None,
+        Some([a, b]) if *a >= 1 && *b >= 1 => Some([*a as usize, *b as usize]),
+        Some(v) => return Err(err(format!("kernel_shape {v:?}: only 2-d windows are supported"))),
+    };
+    let pads = match op.attr_ints("pads") {
+        None => [0; 4],
+        Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => {
+            [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
+        }
+        Some(p) => return Err(err(format!("pads {p:?}: expected four non-negative values"))),
+    };
+    let auto_pad = match op.attr_str("auto_pad").unwrap_or("NOTSET") {
+        "NOTSET" | "" => AutoPad::NotSet,
+        "VALID" => AutoPad::Valid,
+        "SAME_UPPER" => AutoPad::SameUpper,
+        "SAME_LOWER" => AutoPad::SameLower,
+        other => return Err(err(format!("unknown auto_pad `{other}`"))),
+    };
+    Ok(Window {
+        kernel,
+        strides: ints2(op, "strides", 1)?,
+        dilations: ints2(op, "dilations", 1)?,
+        pads,
+        auto_pad,
+        ceil_mode: op.attr_int("ceil_mode").unwrap_or(0) != 0,
+    })
+}
+
+impl Kind {
+    /// Parses an op; anything outside the set, or attributes it cannot honour, is an error here (build time).
+    pub fn parse(op: &Op, opset: i64) -> Result<Kind, TrainError> {
+        let err = |r: &str| TrainError::op(&op.label(), &op.op_type, r);
+        if !op.is_onnx() {
+            return Err(TrainError::Unsupported { node: op.label(), op: format!("{}::{}", op.domain, op.op_type) });
+        }
+        let axes_attr = || op.attr_ints("axes").map(<[i64]>::to_vec);
+        Ok(match op.op_type.as_str() {
+            "Gemm" => Kind::Gemm {
+                alpha: op.attr_float("alpha").unwrap_or(1.0),
+                beta: op.attr_float("beta").unwrap_or(1.0),
+                trans_a: op.attr_int("transA").unwrap_or(0) != 0,
+                trans_b: op.attr_int("transB").unwrap_or(0) != 0,
+            },
+            "MatMul" => Kind::MatMul,
+            "Add" => Kind::Bin(BinOp::Add),
+            "Sub" => Kind::Bin(BinOp::Sub),
+            "Mul" => Kind::Bin(BinOp::Mul),
+            "Div" => Kind::Bin(BinOp::Div),
+            "Conv" => {
+                let group = op.attr_int("group").unwrap_or(1);
+                if group < 1 {
+                    return Err(err("group must be positive"));
+                }
+                Kind::Conv { w: window(op, false)?, group: group as usize }
+            }
+            "MaxPool" => {
+                if op.outputs.get(1).is_some_and(|o| !o.is_empty()) {
+                    return Err(err("the Indices output is not supported"));
+                }
+                Kind::MaxPool(window(op, true)?)
+            }
+            "AveragePool" => {
+                let w = window(op, true)?;
+                if w.dilations != [1, 1] {
+                    return Err(err("dilated average pooling is not supported"));
+                }
+                Kind::AvgPool { w, count_include_pad: op.attr_int("count_include_pad").unwrap_or(0) != 0 }
+            }
+            "GlobalAveragePool" => Kind::GlobalAvgPool,
+            "BatchNormalization" => {
+                if op.attr_int("training_mode").unwrap_or(0) != 0 || op.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+                    return Err(err("only the inference form (one output, training_mode 0) is supported"));
+                }
+                Kind::BatchNorm { eps: op.attr_float("epsilon").unwrap_or(1e-5) }
+            }
+            "Relu" => Kind::Relu,
+            "LeakyRelu" => Kind::LeakyRelu(op.attr_float("alpha").unwrap_or(0.01)),
+            "Sigmoid" => Kind::Sigmoid,
+            "Tanh" => Kind::Tanh,
+            "HardSigmoid" => {
+                Kind::HardSigmoid(op.attr_float("alpha").unwrap_or(0.2), op.attr_float("beta").unwrap_or(0.5))
+            }
+            "HardSwish" => Kind::HardSwish,
+            "Clip" => Kind::Clip { min: op.attr_float("min"), max: op.attr_float("max") },
+            "Softmax" | "LogSoftmax" => Kind::Softmax {
+                axis: op.attr_int("axis").unwrap_or(if opset < 13 { 1 } else { -1 }),
+                legacy: opset < 13,
+                log: op.op_type == "LogSoftmax",
+            },
+            "Flatten" => Kind::Flatten { axis: op.attr_int("axis").unwrap_or(1) },
+            "Reshape" => Kind::Reshape { allowzero: op.attr_int("allowzero").unwrap_or(0) != 0 },
+            "Transpose" => Kind::Transpose { perm: op.attr_ints("perm").map(<[i64]>::to_vec) },
+            "Concat" => Kind::Concat { axis: op.attr_int("axis").ok_or_else(|| err("axis is missing"))? },
+            "Squeeze" => Kind::Squeeze { axes: axes_attr() },
+            "Unsqueeze" => Kind::Unsqueeze { axes: axes_attr() },
+            "Identity" => Kind::Identity,
+            "Dropout" => {
+                if op.outputs.get(1).is_some_and(|o| !o.is_empty()) {
+                    return Err(err("the mask output is not supported"));
+                }
+                Kind::Identity
+            }
+            "Shape" => Kind::Shape { start: op.attr_int("start").unwrap_or(0), end: op.attr_int("end") },
+            "Gather" => Kind::Gather { axis: op.attr_int("axis").unwrap_or(0) },
+            "Cast" => Kind::Cast { to: op.attr_int("to").ok_or_else(|| err("to is missing"))? as i32 },
+            "ReduceMean" | "ReduceSum" => Kind::Reduce {
+                mean: op.op_type == "ReduceMean",
+                axes: axes_attr(),
+                keepdims: op.attr_int("keepdims").unwrap_or(1) != 0,
+                noop_empty: op.attr_int("noop_with_empty_axes").unwrap_or(0) != 0,
+            },
+            other => return Err(TrainError::Unsupported { node: op.label(), op: other.into() }),
+        })
+    }
+}
+
+type R<T> = Result<T, String>;
+
+fn norm_axis(axis: i64, rank: usize) -> R<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a >= rank.max(1) as i64 {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+fn float(v: Option<Value>, what: &str) -> R<F> {
+    match v {
+        Some(Value::F(f)) => Ok(f),
+        Some(Value::I(_)) => Err(format!("{what} is an integer tensor; a float tensor is needed")),
+        None => Err(format!("{what} is missing")),
+    }
+}
+
+fn ints(v: Option<Value>, what: &str) -> R<IntT> {
+    match v {
+        Some(Value::I(i)) => Ok(i),
+        Some(Value::F(_)) => {
+            Err(format!("{what} is a float tensor computed at run time; integers known on the host are needed"))
+        }
+        None => Err(format!("{what} is missing")),
+    }
+}
+
+fn scalar(v: Option<Value>) -> Option<f32> {
+    match v? {
+        Value::F(f) => f.to_host().data.first().copied(),
+        Value::I(i) => i.data.first().map(|&x| x as f32),
+    }
+}
+
+/// Broadcast shape of two dims lists (numpy rules).
+fn broadcast(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let get = |d: &[usize], i: usize| if i + d.len() >= r { d[i + d.len() - r] } else { 1 };
+    (0..r)
+        .map(|i| match (get(a, i), get(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+        })
+        .collect()
+}
+
+pub(crate) fn bin_float(op: BinOp, a: F, b: F) -> R<F> {
+    broadcast(&a.dims(), &b.dims())?;
+    let r = a.rank().max(b.rank());
+    let (a, b) = (a.broadcast_rank(r)?, b.broadcast_rank(r)?);
+    let out = match op {
+        BinOp::Add => zip_f!(a, b, x, y => x + y),
+        BinOp::Sub => zip_f!(a, b, x, y => x - y),
+        BinOp::Mul => zip_f!(a, b, x, y => x * y),
+        BinOp::Div => zip_f!(a, b, x, y => x / y),
+    };
+    out.ok_or_else(|| "rank mismatch".to_string())
+}
+
+fn bin_int(op: BinOp, a: IntT, b: IntT) -> R<IntT> {
+    let dims = broadcast(&a.dims, &b.dims)?;
+    let n: usize = dims.iter().product();
+    if !(a.data.len() == n || a.data.len() == 1) || !(b.data.len() == n || b.data.len() == 1) {
+        return Err("integer broadcasting beyond scalars is not supported".into());
+    }
+    let at = |v: &IntT, i: usize| if v.data.len() == 1 { v.data[0] } else { v.data[i] };
+    let data = (0..n)
+        .map(|i| {
+            let (x, y) = (at(&a, i), at(&b, i));
+            match op {
+                BinOp::Add => Ok(x.wrapping_add(y)),
+                BinOp::Sub => Ok(x.wrapping_sub(y)),
+                BinOp::Mul => Ok(x.wrapping_mul(y)),
+                BinOp::Div if y == 0 => Err("integer division by zero".to_string()),
+                BinOp::Div => Ok(x.div_euclid(y)),
+            }
+        })
+        .collect::<R<Vec<i64>>>()?;
+    Ok(IntT { data, dims })
+}
+
+fn to_float(i: IntT, dev: &Device) -> R<F> {
+    F::from_host(i.data.iter().map(|&x| x as f32).collect(), &i.dims, dev)
+}
+
+fn matmul(a: F, b: F) -> R<F> {
+    let (ra, rb) = (a.rank(), b.rank());
+    let a = if ra == 1 { a.broadcast_rank(2)? } else { a };
+    let b = if rb == 1 {
+        let k = b.dims()[0];
+        b.reshape(&[k, 1])?
+    } else {
+        b
+    };
+    let (da, db) = (a.dims(), b.dims());
+    if da[da.len() - 1] != db[db.len() - 2] {
+        return Err(format!("cannot multiply {da:?} by {db:?}"));
+    }
+    let batch = broadcast(&da[..da.len() - 2], &db[..db.len() - 2])?;
+    let r = da.len().max(db.len());
+    let (a, b) = (a.broadcast_rank(r)?, b.broadcast_rank(r)?);
+    let out = zip_f!(a, b, x, y => x.matmul(y)).ok_or("rank mismatch")?;
+    let mut dims = batch;
+    if ra != 1 {
+        dims.push(da[da.len() - 2]);
+    }
+    if rb != 1 {
+        dims.push(db[db.len() - 1]);
+    }
+    out.reshape(&dims)
+}
+
+/// Pads `(begin, end)` per spatial dim for a window over `input`.
+fn resolve_pads(w: &Window, kernel: [usize; 2], input: [usize; 2]) -> [(usize, usize); 2] {
+    let mut out = [(w.pads[0], w.pads[2]), (w.pads[1], w.pads[3])];
+    match w.auto_pad {
+        AutoPad::NotSet => {}
+        AutoPad::Valid => out = [(0, 0); 2],
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            for i in 0..2 {
+                let eff = (kernel[i] - 1) * w.dilations[i] + 1;
+                let want = input[i].div_ceil(w.strides[i]);
+                let total = ((want.saturating_sub(1)) * w.strides[i] + eff).saturating_sub(input[i]);
+                let small = total / 2;
+                out[i] = if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+            }
+        }
+    }
+    out
+}
+
+fn check_window(kernel: [usize; 2], dil: [usize; 2], pads: [(usize, usize); 2], input: [usize; 2]) -> R<()> {
+    for i in 0..2 {
+        let eff = (kernel[i] - 1) * dil[i] + 1;
+        if input[i] + pads[i].0 + pads[i].1 < eff {
+            return Err(format!("window {kernel:?} does not fit the padded input {input:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn four(f: F, what: &str) -> R<Tensor<4>> {
+    match f {
+        F::R4(t) => Ok(t),
+        other => Err(format!("{what} has rank {}; only 2-d (NCHW) is supported", other.rank())),
+    }
+}
+
+fn perm_apply(f: F, perm: &[isize]) -> R<F> {
+    let bad = || format!("permutation {perm:?} does not fit rank");
+    Ok(match f {
+        F::R1(t) => F::R1(t.permute(<[isize; 1]>::try_from(perm).map_err(|_| bad())?)),
+        F::R2(t) => F::R2(t.permute(<[isize; 2]>::try_from(perm).map_err(|_| bad())?)),
+        F::R3(t) => F::R3(t.permute(<[isize; 3]>::try_from(perm).map_err(|_| bad())?)),
+        F::R4(t) => F::R4(t.permute(<[isize; 4]>::try_from(perm).map_err(|_| bad())?)),
+    })
+}
+
+fn cat(fs: Vec<F>, axis: usize) -> R<F> {
+    macro_rules! go {
+        ($var:ident) => {{
+            let mut ts = Vec::with_capacity(fs.len());
+            for f in fs {
+                match f {
+                    F::$var(t) => ts.push(t),
+                    _ => return Err("inputs differ in rank".into()),
+                }
+            }
+            F::$var(Tensor::cat(ts, axis))
+        }};
+    }
+    Ok(match fs.first().map(F::rank) {
+        Some(1) => go!(R1),
+        Some(2) => go!(R2),
+        Some(3) => go!(R3),
+        Some(4) => go!(R4),
+        _ => return Err("no inputs".into()),
+    })
+}
+
+fn squeeze_dims(dims: &[usize], axes: Option<&[i64]>) -> R<Vec<usize>> {
+    let r = dims.len();
+    let drop: Vec<usize> = match axes {
+        None => (0..r).filter(|&i| dims[i] == 1).collect(),
+        Some(ax) => ax.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?,
+    };
+    for &a in &drop {
+        if dims[a] != 1 {
+            return Err(format!("cannot squeeze axis {a} of size {}", dims[a]));
+        }
+    }
+    Ok((0..r).filter(|i| !drop.contains(i)).map(|i| dims[i]).collect())
+}
+
+fn unsqueeze_dims(dims: &[usize], axes: &[i64]) -> R<Vec<usize>> {
+    let out_rank = dims.len() + axes.len();
+    let mut ax: Vec<usize> = axes.iter().map(|&a| norm_axis(a, out_rank)).collect::<R<_>>()?;
+    ax.sort_unstable();
+    ax.dedup();
+    if ax.len() != axes.len() {
+        return Err(format!("repeated axes {axes:?}"));
+    }
+    let mut it = dims.iter();
+    Ok((0..out_rank).map(|i| if ax.contains(&i) { 1 } else { *it.next().unwrap_or(&1) }).collect())
+}
+
+fn reshape_target(dims: &[usize], shape: &[i64], allowzero: bool) -> R<Vec<usize>> {
+    let n: usize = dims.iter().product();
+    let mut out = Vec::with_capacity(shape.len());
+    let mut infer = None;
+    for (i, &s) in shape.iter().enumerate() {
+        match s {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => {
+                out.push(*dims.get(i).ok_or_else(|| format!("shape {shape:?}: 0 beyond the input rank"))?)
+            }
+            s if s >= 0 => out.push(s as usize),
+            _ => return Err(format!("bad target shape {shape:?}")),
+        }
+    }
+    if let Some(i) = infer {
+        let known: usize = out.iter().product();
+        if known == 0 || !n.is_multiple_of(known) {
+            return Err(format!("cannot reshape {dims:?} to {shape:?}"));
+        }
+        out[i] = n / known;
+    }
+    if out.iter().product::<usize>() != n {
+        return Err(format!("cannot reshape {dims:?} to {shape:?}"));
+    }
+    Ok(out)
+}
+
+fn flatten_dims(dims: &[usize], axis: i64) -> R<Vec<usize>> {
+    let r = dims.len() as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a > r {
+        return Err(format!("axis {axis} is out of range for rank {r}"));
+    }
+    let a = a as usize;
+    Ok(vec![dims[..a].iter().product(), dims[a..].iter().product()])
+}
+
+fn gather_int(data: IntT, idx: IntT, axis: i64) -> R<IntT> {
+    let r = data.dims.len().max(1);
+    let dims = if data.dims.is_empty() { vec![1] } else { data.dims.clone() };
+    let a = norm_axis(axis, r)?;
+    let outer: usize = dims[..a].iter().product();
+    let inner: usize = dims[a + 1..].iter().product();
+    let len = dims[a] as i64;
+    let mut out = Vec::new();
+    for o in 0..outer {
+        for &i in &idx.data {
+            let i = if i < 0 { i + len } else { i };
+            if i < 0 || i >= len {
+                return Err(format!("index {i} is out of range for axis of size {len}"));
+            }
+            let base = (o * dims[a] + i as usize) * inner;
+            out.extend_from_slice(&data.data[base..base + inner]);
+        }
+    }
+    let mut od: Vec<usize> = dims[..a].to_vec();
+    od.extend(&idx.dims);
+    od.extend(&dims[a + 1..]);
+    Ok(IntT { data: out, dims: od })
+}
+
+fn reduce(f: F, axes: &[usize], mean: bool, keepdims: bool) -> R<F> {
+    let dims = f.dims();
+    let mut f = f;
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    for &a in &sorted {
+        f = if mean { map_f!(f, t => t.mean_dim(a)) } else { map_f!(f, t => t.sum_dim(a)) };
+    }
+    if keepdims {
+        return Ok(f);
+    }
+    let out: Vec<usize> = (0..dims.len()).filter(|i| !sorted.contains(i)).map(|i| dims[i]).collect();
+    f.reshape(&out)
+}
+
+/// Evaluates one op. `inputs` are per slot (`None` for an empty optional slot).
+pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device) -> R<Vec<Value>> {
+    let all_int = inputs.iter().flatten().all(|x| matches!(x, Value::I(_)));
+    let mut take = |i: usize| inputs.get_mut(i).and_then(Option::take);
+    let out = match kind {
+        Kind::Gemm { alpha, beta, trans_a, trans_b } => {
+            let (a, b) = (float(take(0), "A")?, float(take(1), "B")?);
+            let (F::R2(mut a), F::R2(mut b)) = (a, b) else { return Err("A and B must be matrices".into()) };
+            if *trans_a {
+                a = a.transpose();
+            }
+            if *trans_b {
+                b = b.transpose();
+            }
+            if a.dims()[1] != b.dims()[0] {
+                return Err(format!("cannot multiply {:?} by {:?}", a.dims(), b.dims()));
+            }
+            let mut y = a.matmul(b);
+            if *alpha != 1.0 {
+                y = y.mul_scalar(*alpha);
+            }
+            let mut y = F::R2(y);
+            if let Some(c) = take(2) {
+                let c = float(Some(c), "C")?;
+                let c = if *beta != 1.0 { map_f!(c, t => t.mul_scalar(*beta)) } else { c };
+                y = bin_float(BinOp::Add, y, c)?;
+            }
+            Value::F(y)
+        }
+        Kind::MatMul => Value::F(matmul(float(take(0), "A")?, float(take(1), "B")?)?),
+        Kind::Bin(op) => {
+            if all_int {
+                Value::I(bin_int(*op, ints(take(0), "A")?, ints(take(1), "B")?)?)
+            } else {
+                let a = match take(0) {
+                    Some(Value::I(i)) => to_float(i, dev)?,
+                    v => float(v, "A")?,
+                };
+                let b = match take(1) {
+                    Some(Value::I(i)) => to_float(i, dev)?,
+                    v => float(v, "B")?,
+                };
+                Value::F(bin_float(*op, a, b)?)
+            }
+        }
+        Kind::Conv { w, group } => {
+            let x = four(float(take(0), "X")?, "X")?;
+            let wt = four(float(take(1), "W")?, "W")?;
+            let bias = match take(2) {
+                Some(v) => match float(Some(v), "B")? {
+                    F::R1(b) => Some(b),
+                    _ => return Err("B must be a vector".into()),
+                },
+                None => None,
+            };
+            let [n, c, h, wd] = x.dims();
+            let [o, ci, kh, kw] = wt.dims();
+            let _ = n;
+            if ci * group != c || o % group != 0 {
+                return Err(format!("input has {c} channels, weight {:?} with group {group} does not fit", wt.dims()));
+            }
+            if let Some(k) = w.kernel
+                && k != [kh, kw]
+            {
+                return Err(format!("kernel_shape {k:?} differs from the weight's {:?}", [kh, kw]));
+            }
+            if let Some(b) = &bias
+                && b.dims()[0] != o
+            {
+                return Err(format!("bias has {} values for {o} output channels", b.dims()[0]));
+            }
+            let pads = resolve_pads(w, [kh, kw], [h, wd]);
+            check_window([kh, kw], w.dilations, pads, [h, wd])?;
+            let opts = ConvOptions::new_with_padding(w.strides, pads, w.dilations, *group);
+            Value::F(F::R4(m::conv2d(x, wt, bias, opts)))
+        }
+        Kind::MaxPool(w) => {
+            let x = four(float(take(0), "X")?, "X")?;
+            let [_, _, h, wd] = x.dims();
+            let k = w.kernel.unwrap_or([1, 1]);
+            let pads = resolve_pads(w, k, [h, wd]);
+            check_window(k, w.dilations, pads, [h, wd])?;
+            let o = MaxPoolOptions::new(k)
+                .with_stride(w.strides)
+                .with_padding_pairs(pads)
+                .with_dilation(w.dilations)
+                .with_ceil_mode(w.ceil_mode);
+            Value::F(F::R4(m::max_pool2d(x, o)))
+        }
+        Kind::AvgPool { w, count_include_pad } => {
+            let x = four(float(take(0), "X")?, "X")?;
+            let [_, _, h, wd] = x.dims();
+            let k = w.kernel.unwrap_or([1, 1]);
+            let pads = resolve_pads(w, k, [h, wd]);
+            check_window(k, w.dilations, pads, [h, wd])?;
+            let o = AvgPoolOptions::new(k)
+                .with_stride(w.strides)
+                .with_padding_pairs(pads)
+                .with_count_include_pad(*count_include_pad)
+                .with_ceil_mode(w.ceil_mode);
+            Value::F(F::R4(m::avg_pool2d(x, o)))
+        }
+        Kind::GlobalAvgPool => {
+            let x = float(take(0), "X")?;
+            let r = x.rank();
+            if r < 3 {
+                return Err(format!("input of rank {r} has no spatial dims"));
+            }
+            let axes: Vec<usize> = (2..r).collect();
+            Value::F(reduce(x, &axes, true, true)?)
+        }
+        Kind::BatchNorm { eps } => {
+            let x = float(take(0), "X")?;
+            let (scale, b, mean, var) =
+                (float(take(1), "scale")?, float(take(2), "B")?, float(take(3), "mean")?, float(take(4), "var")?);
+            let dims = x.dims();
+            if dims.len() < 2 {
+                return Err("input needs a channel dimension".into());
+            }
+            let c = dims[1];
+            for (name, p) in [("scale", &scale), ("B", &b), ("mean", &mean), ("var", &var)] {
+                if p.dims() != [c] {
+                    return Err(format!("{name} has dims {:?}, the input has {c} channels", p.dims()));
+                }
+            }
+            let eps = *eps;
+            let inv = map_f!(var, t => t.add_scalar(eps).sqrt().recip());
+            let k = scale.mul(inv).ok_or("rank mismatch")?;
+            let mut bshape = vec![1; dims.len()];
+            bshape[1] = c;
+            let y = bin_float(BinOp::Sub, x, mean.reshape(&bshape)?)?;
+            let y = bin_float(BinOp::Mul, y, k.reshape(&bshape)?)?;
+            Value::F(bin_float(BinOp::Add, y, b.reshape(&bshape)?)?)
+        }
+        Kind::Relu => Value::F(map_f!(float(take(0), "X")?, t => act::relu(t))),
+        Kind::LeakyRelu(a) => Value::F(map_f!(float(take(0), "X")?, t => act::leaky_relu(t, *a as f64))),
+        Kind::Sigmoid => Value::F(map_f!(float(take(0), "X")?, t => act::sigmoid(t))),
+        Kind::Tanh => Value::F(map_f!(float(take(0), "X")?, t => t.tanh())),
+        Kind::HardSigmoid(a, b) => {
+            Value::F(map_f!(float(take(0), "X")?, t => act::hard_sigmoid(t, *a as f64, *b as f64)))
+        }
+        Kind::HardSwish => {
+            Value::F(map_f!(float(take(0), "X")?, t => t.clone() * act::hard_sigmoid(t, 1.0 / 6.0, 0.5)))
+        }
+        Kind::Clip { min, max } => {
+            let x = float(take(0), "X")?;
+            let lo = scalar(take(1)).or(*min);
+            let hi = scalar(take(2)).or(*max);
+            let x = match lo {
+                Some(lo) => map_f!(x, t => t.clamp_min(lo)),
+                None => x,
+            };
+            Value::F(match hi {
+                Some(hi) => map_f!(x, t => t.clamp_max(hi)),
+                None => x,
+            })
+        }
+        Kind::Softmax { axis, legacy, log } => {
+            let x = float(take(0), "X")?;
+            let dims = x.dims();
+            let a = norm_axis(*axis, dims.len())?;
+            let (x, back) = if *legacy && a + 1 != dims.len() {
+                (x.reshape(&flatten_dims(&dims, a as i64)?)?, true)
+            } else {
+                (x, false)
+            };
+            let a = if back { 1 } else { a };
+            let y = if *log { map_f!(x, t => act::log_softmax(t, a)) } else { map_f!(x, t => act::softmax(t, a)) };
+            Value::F(if back { y.reshape(&dims)? } else { y })
+        }
+        Kind::Flatten { axis } => match take(0) {
+            Some(Value::I(i)) => {
+                let dims = flatten_dims(&i.dims, *axis)?;
+                Value::I(IntT { data: i.data, dims })
+            }
+            v => {
+                let x = float(v, "X")?;
+                let d = flatten_dims(&x.dims(), *axis)?;
+                Value::F(x.reshape(&d)?)
+            }
+        },
+        Kind::Reshape { allowzero } => {
+            let shape = ints(take(1), "shape")?;
+            match take(0) {
+                Some(Value::I(i)) => {
+                    let dims = reshape_target(&i.dims, &shape.data, *allowzero)?;
+                    Value::I(IntT { data: i.data, dims })
+                }
+                v => {
+                    let x = float(v, "data")?;
+                    let d = reshape_target(&x.dims(), &shape.data, *allowzero)?;
+                    Value::F(x.reshape(&d)?)
+                }
+            }
+        }
+        Kind::Transpose { perm } => {
+            let x = float(take(0), "X")?;
+            let r = x.rank();
+            let p: Vec<isize> = match perm {
+                Some(p) => p.iter().map(|&a| norm_axis(a, r).map(|a| a as isize)).collect::<R<_>>()?,
+                None => (0..r as isize).rev().collect(),
+            };
+            let mut check = p.clone();
+            check.sort_unstable();
+            if check != (0..r as isize).collect::<Vec<_>>() {
+                return Err(format!("perm {p:?} is not a permutation of rank {r}"));
+            }
+            Value::F(perm_apply(x, &p)?)
+        }
+        Kind::Concat { axis } => {
+            let vals: Vec<Value> = inputs.into_iter().flatten().collect();
+            if vals.is_empty() {
+                return Err("no inputs".into());
+            }
+            if vals.iter().all(|v| matches!(v, Value::I(_))) {
+                let is: Vec<IntT> =
+                    vals.into_iter().map(|v| if let Value::I(i) = v { i } else { unreachable!() }).collect();
+                let r = is[0].dims.len();
+                if r != 1 || is.iter().any(|i| i.dims.len() != 1) {
+                    return Err("integer concat of non-vectors is not supported".into());
+                }
+                norm_axis(*axis, 1)?;
+                let data: Vec<i64> = is.into_iter().flat_map(|i| i.data).collect();
+                let n = data.len();
+                Value::I(IntT { data, dims: vec![n] })
+            } else {
+                let fs: Vec<F> = vals
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::F(f) => Ok(f),
+                        Value::I(i) => to_float(i, dev),
+                    })
+                    .collect::<R<_>>()?;
+                let d0 = fs[0].dims();
+                let a = norm_axis(*axis, d0.len())?;
+                for f in &fs {
+                    let d = f.dims();
+                    if d.len() != d0.len() || (0..d.len()).any(|i| i != a && d[i] != d0[i]) {
+                        return Err(format!("inputs {d0:?} and {d:?} cannot be concatenated on axis {a}"));
+                    }
+                }
+                Value::F(cat(fs, a)?)
+            }
+        }
+        Kind::Squeeze { axes } | Kind::Unsqueeze { axes } => {
+            let squeeze = matches!(kind, Kind::Squeeze { .. });
+            let x = take(0);
+            let axes: Option<Vec<i64>> = match (axes, take(1)) {
+                (Some(a), _) => Some(a.clone()),
+                (None, Some(v)) => Some(ints(Some(v), "axes")?.data),
+                (None, None) => None,
+            };
+            let dims_of = |v: &Option<Value>| match v {
+                Some(Value::I(i)) => Ok(i.dims.clone()),
+                Some(Value::F(f)) => Ok(f.dims()),
+                None => Err("data is missing".to_string()),
+            };
+            let d = dims_of(&x)?;
+            let nd = if squeeze {
+                squeeze_dims(&d, axes.as_deref())?
+            } else {
+                unsqueeze_dims(&d, axes.as_deref().ok_or("axes are missing")?)?
+            };
+            match x {
+                Some(Value::I(i)) => Value::I(IntT { data: i.data, dims: nd }),
+                v => Value::F(float(v, "data")?.reshape(&nd)?),
+            }
+        }
+        Kind::Identity => take(0).ok_or("input is missing")?,
+        Kind::Shape { start, end } => {
+            let d: Vec<i64> = match take(0) {
+                Some(Value::F(f)) => f.dims().iter().map(|&x| x as i64).collect(),
+                Some(Value::I(i)) => i.dims.iter().map(|&x| x as i64).collect(),
+                None => return Err("data is missing".into()),
+            };
+            let r = d.len() as i64;
+            let clampi = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;
+            let (s, e) = (clampi(*start), clampi(end.unwrap_or(r)));
+            let data: Vec<i64> = if s < e { d[s..e].to_vec() } else { Vec::new() };
+            let n = data.len();
+            Value::I(IntT { data, dims: vec![n] })
+        }
+        Kind::Gather { axis } => {
+            let data = ints(take(0), "data (gather on float tensors is not supported)")?;
+            let idx = ints(take(1), "indices")?;
+            Value::I(gather_int(data, idx, *axis)?)
+        }
+        Kind::Cast { to } => {
+            const FLOATS: [i32; 4] = [1, 10, 11, 16];
+            const INTS: [i32; 6] = [2, 3, 4, 5, 6, 7];
+            match take(0) {
+                Some(Value::I(i)) if FLOATS.contains(to) => Value::F(to_float(i, dev)?),
+                Some(Value::I(i)) if INTS.contains(to) => Value::I(i),
+                Some(Value::F(f)) if FLOATS.contains(to) => Value::F(f),
+                Some(Value::F(f)) if INTS.contains(to) => {
+                    let h = f.to_host();
+                    Value::I(IntT { data: h.data.iter().map(|&x| x as i64).collect(), dims: h.dims })
+                }
+                Some(_) => return Err(format!("cast to type {to} is not supported")),
+                None => return Err("input is missing".into()),
+            }
+        }
+        Kind::Reduce { mean, axes, keepdims, noop_empty } => {
+            let x = float(take(0), "data")?;
+            let axes: Vec<i64> = match (axes, take(1)) {
+                (Some(a), _) => a.clone(),
+                (None, Some(v)) => ints(Some(v), "axes")?.data,
+                (None, None) => Vec::new(),
+            };
+            let r = x.rank();
+            if axes.is_empty() && *noop_empty {
+                Value::F(x)
+            } else {
+                let ax: Vec<usize> = if axes.is_empty() {
+                    (0..r).collect()
+                } else {
+                    axes.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?
+                };
+                Value::F(reduce(x, &ax, *mean, *keepdims)?)
+            }
+        }
+    };
+    Ok(vec![out])
+}
+
+/// Output rank check used by callers that need a matrix.
+pub(crate) fn as_matrix(f: F) -> R<Tensor<2>> {
+    match f {
+        F::R2(t) => Ok(t),
+        other => Err(format!("expected a [batch, classes] matrix, found dims {:?}", other.dims())),
+    }
+}

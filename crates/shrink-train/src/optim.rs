@@ -1,0 +1,144 @@
+//! Optimizers (burn's, configured with PyTorch's defaults) over the
+//! executor's parameters, and learning-rate schedules.
+
+use std::collections::HashMap;
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, DynOptimizer, DynState, SgdConfig};
+
+use crate::error::TrainError;
+
+/// An optimizer and its hyper-parameters. The constructors give PyTorch's defaults
+/// (burn's differ: SGD dampening 0.1, Adam epsilon 1e-5, AdamW decay 1e-4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerKind {
+    /// `torch.optim.SGD` (dampening 0 unless set).
+    Sgd { momentum: f64, dampening: f64, nesterov: bool, weight_decay: f64 },
+    /// `torch.optim.Adam` (L2 weight decay added to the gradient).
+    Adam { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+}
+
+impl OptimizerKind {
+    /// SGD with momentum (no dampening, no Nesterov) and L2 weight decay.
+    pub fn sgd(momentum: f64, weight_decay: f64) -> OptimizerKind {
+        OptimizerKind::Sgd { momentum, dampening: 0.0, nesterov: false, weight_decay }
+    }
+
+    /// Adam with PyTorch's defaults (betas 0.9/0.999, eps 1e-8, no decay).
+    pub fn adam() -> OptimizerKind {
+        OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+
+    /// AdamW with PyTorch's defaults (betas 0.9/0.999, eps 1e-8, decay 0.01).
+    pub fn adamw() -> OptimizerKind {
+        OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    }
+
+    fn build(&self) -> Result<Box<dyn DynOptimizer>, TrainError> {
+        let decay = |wd: f64| (wd != 0.0).then(|| WeightDecayConfig::new(wd as f32));
+        Ok(match *self {
+            OptimizerKind::Sgd { momentum, dampening, nesterov, weight_decay } => {
+                if momentum < 0.0 || weight_decay < 0.0 || (nesterov && (momentum == 0.0 || dampening != 0.0)) {
+                    return Err(TrainError::config(
+                        "optimizer",
+                        "sgd needs momentum >= 0, weight decay >= 0, and nesterov only with momentum and no dampening",
+                    ));
+                }
+                let m = (momentum > 0.0).then(|| {
+                    MomentumConfig::new().with_momentum(momentum).with_dampening(dampening).with_nesterov(nesterov)
+                });
+                Box::new(SgdConfig::new().with_momentum(m).with_weight_decay(decay(weight_decay)).build())
+            }
+            OptimizerKind::Adam { beta1, beta2, eps, weight_decay } => Box::new(
+                AdamConfig::new()
+                    .with_beta_1(beta1)
+                    .with_beta_2(beta2)
+                    .with_epsilon(eps)
+                    .with_weight_decay(decay(weight_decay as f64))
+                    .build(),
+            ),
+            OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => Box::new(
+                AdamWConfig::new()
+                    .with_beta_1(beta1)
+                    .with_beta_2(beta2)
+                    .with_epsilon(eps)
+                    .with_weight_decay(weight_decay)
+                    .build(),
+            ),
+        })
+    }
+}
+
+/// An optimizer with its per-parameter state.
+pub struct Optimizer {
+    kind: OptimizerKind,
+    pub(crate) inner: Box<dyn DynOptimizer>,
+    pub(crate) states: HashMap<usize, DynState>,
+}
+
+impl std::fmt::Debug for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optimizer").field("kind", &self.kind).field("states", &self.states.len()).finish()
+    }
+}
+
+impl Optimizer {
+    pub fn new(kind: OptimizerKind) -> Result<Optimizer, TrainError> {
+        Ok(Optimizer { kind, inner: kind.build()?, states: HashMap::new() })
+    }
+
+    pub fn kind(&self) -> OptimizerKind {
+        self.kind
+    }
+
+    /// Forgets momentum and moment estimates.
+    pub fn reset(&mut self) {
+        self.states.clear();
+    }
+}
+
+/// How the learning rate changes over training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LrSchedule {
+    Constant,
+    /// Multiply by `gamma` every `every_epochs` epochs (PyTorch's StepLR).
+    Step {
+        every_epochs: usize,
+        gamma: f64,
+    },
+    /// Cosine from the base rate to `min_lr` over all steps, set per step.
+    Cosine {
+        min_lr: f64,
+    },
+}
+
+/// A base learning rate, a schedule and an optional linear warm-up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrPlan {
+    pub base: f64,
+    pub schedule: LrSchedule,
+    /// Linear warm-up from 0 over this many steps (0: none).
+    pub warmup_steps: usize,
+}
+
+impl LrPlan {
+    pub fn constant(base: f64) -> LrPlan {
+        LrPlan { base, schedule: LrSchedule::Constant, warmup_steps: 0 }
+    }
+
+    /// The rate at `step` (0-based, counted over the whole run) in `epoch` of a run of `total_steps`.
+    pub fn at(&self, step: usize, epoch: usize, total_steps: usize) -> f64 {
+        let lr = match self.schedule {
+            LrSchedule::Constant => self.base,
+            LrSchedule::Step { every_epochs, gamma } => self.base * gamma.powi((epoch / every_epochs.max(1)) as i32),
+            LrSchedule::Cosine { min_lr } => {
+                let t = step as f64 / total_steps.max(1) as f64;
+                min_lr + 0.5 * (self.base - min_lr) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+            }
+        };
+        if step < self.warmup_steps { lr * (step + 1) as f64 / self.warmup_steps as f64 } else { lr }
+    }
+}

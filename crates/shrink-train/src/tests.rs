@@ -1,0 +1,447 @@
+//! Unit tests: build-time errors, finite-difference gradient checks of every
+//! op family against autodiff, the training hooks, losses and schedules.
+
+use shrink_data::SplitMix64;
+use shrink_graph::builder::{attr_float, attr_int, attr_ints, tensor_info};
+use shrink_graph::onnx::{AttributeProto, ModelProto, OperatorSetIdProto};
+use shrink_graph::{DataType, Dim, Graph, Model, Op, Tensor, ValueRef};
+
+use crate::value::{F, with_f};
+use crate::{Executor, HostTensor, Loss, LrPlan, LrSchedule, Optimizer, OptimizerKind, Ste, TrainError};
+
+/// A tiny graph under construction: random float initializers, ops, one output.
+struct G {
+    g: Graph,
+    rng: SplitMix64,
+    n: usize,
+}
+
+impl G {
+    fn new(seed: u64) -> G {
+        G { g: Graph::new("t"), rng: SplitMix64::new(seed), n: 0 }
+    }
+
+    fn uniform(&mut self) -> f32 {
+        (self.rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+
+    /// A float initializer with values in [lo, hi).
+    fn w_in(&mut self, dims: &[i64], lo: f32, hi: f32) -> ValueRef {
+        self.n += 1;
+        let n: i64 = dims.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| lo + (self.uniform() + 1.0) / 2.0 * (hi - lo)).collect();
+        ValueRef(self.g.add_weight(Tensor::from_f32(&format!("w{}", self.n), dims, &data)), 0)
+    }
+
+    fn w(&mut self, dims: &[i64]) -> ValueRef {
+        self.w_in(dims, -1.0, 1.0)
+    }
+
+    fn ints(&mut self, vals: &[i64]) -> ValueRef {
+        self.n += 1;
+        ValueRef(self.g.add_weight(Tensor::from_i64(&format!("c{}", self.n), &[vals.len() as i64], vals)), 0)
+    }
+
+    fn op(&mut self, ty: &str, inputs: &[Option<ValueRef>], attrs: Vec<AttributeProto>) -> ValueRef {
+        self.n += 1;
+        let mut op = Op::new(ty, &format!("n{}_{ty}", self.n), inputs.len(), vec![format!("v{}", self.n)]);
+        op.attributes = attrs;
+        ValueRef(self.g.add_op(op, inputs), 0)
+    }
+
+    fn finish(mut self, out: ValueRef) -> Model {
+        self.g.add_output(out, tensor_info("", DataType::Float, &[]));
+        let meta = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            ..Default::default()
+        };
+        Model { meta, graph: self.g, source: None }
+    }
+}
+
+fn host_loss(out: &HostTensor, r: &[f32]) -> f64 {
+    out.data.iter().zip(r).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Central finite differences (eps 1e-3) against autodiff for every parameter
+/// of `model` (all made trainable), on the loss `sum(output * R)`.
+fn gradcheck(name: &str, model: &Model) {
+    let mut ex = Executor::new(model).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for p in ex.params() {
+        ex.set_trainable(&p.name, true).unwrap();
+    }
+    let out = ex.forward(&[]).unwrap_or_else(|e| panic!("{name}: {e}")).remove(0);
+    let mut rng = SplitMix64::new(7);
+    let r: Vec<f32> = (0..out.data.len()).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+    let dims = out.dims.clone();
+    let rr = r.clone();
+    let (_, grads) = ex
+        .gradients(&[], move |outs| {
+            let o = outs.into_iter().next().ok_or("no output")?;
+            let rt = F::from_host(rr, &dims, &o.inner_device())?;
+            let prod = o.mul(rt).ok_or("rank")?;
+            Ok(with_f!(prod, t => t.sum()))
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let eps = 1e-3f32;
+    let mut checked = 0;
+    for (i, p) in ex.params().iter().enumerate() {
+        let g = grads[i].as_ref().unwrap_or_else(|| panic!("{name}: no gradient for {}", p.name)).to_host().data;
+        let w = ex.param(&p.name).unwrap().data;
+        let stride = (w.len() / 7).max(1);
+        for j in (0..w.len()).step_by(stride) {
+            let mut wp = w.clone();
+            wp[j] += eps;
+            ex.set_param(&p.name, &wp).unwrap();
+            let lp = host_loss(&ex.forward(&[]).unwrap()[0], &r);
+            wp[j] -= 2.0 * eps;
+            ex.set_param(&p.name, &wp).unwrap();
+            let lm = host_loss(&ex.forward(&[]).unwrap()[0], &r);
+            ex.set_param(&p.name, &w).unwrap();
+            let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
+            let tol = 5e-3 + 1e-2 * fd.abs().max(g[j].abs());
+            assert!(
+                (fd - g[j]).abs() <= tol,
+                "{name}: d/d {}[{j}]: autodiff {} vs finite difference {fd}",
+                p.name,
+                g[j]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "{name}: nothing checked");
+}
+
+impl F {
+    fn inner_device(&self) -> burn::tensor::Device {
+        with_f!(self, t => t.device())
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let mut cases: Vec<(&str, Model)> = Vec::new();
+    // Gemm with alpha, beta, transA, transB and a broadcast bias.
+    let mut g = G::new(1);
+    let (a, b, c) = (g.w(&[4, 3]), g.w(&[5, 4]), g.w(&[5]));
+    let y = g.op(
+        "Gemm",
+        &[Some(a), Some(b), Some(c)],
+        vec![attr_float("alpha", 0.7), attr_float("beta", 1.3), attr_int("transA", 1), attr_int("transB", 1)],
+    );
+    cases.push(("gemm", g.finish(y)));
+    // MatMul 3-d x 2-d, then broadcasting Add/Sub/Mul/Div with lower-rank operands.
+    let mut g = G::new(2);
+    let (a, b) = (g.w(&[2, 3, 4]), g.w(&[4, 5]));
+    let y = g.op("MatMul", &[Some(a), Some(b)], vec![]);
+    let (c, d, e, f) = (g.w(&[5]), g.w(&[3, 1]), g.w(&[1, 1, 5]), g.w_in(&[3, 5], 1.0, 2.0));
+    let y = g.op("Add", &[Some(y), Some(c)], vec![]);
+    let y = g.op("Sub", &[Some(y), Some(d)], vec![]);
+    let y = g.op("Mul", &[Some(y), Some(e)], vec![]);
+    let y = g.op("Div", &[Some(y), Some(f)], vec![]);
+    cases.push(("matmul-broadcast", g.finish(y)));
+    // Conv with asymmetric pads, strides, dilations, groups; then depthwise; BN; activations.
+    let mut g = G::new(3);
+    let (x, w, b) = (g.w(&[2, 4, 7, 6]), g.w(&[6, 2, 3, 2]), g.w(&[6]));
+    let y = g.op(
+        "Conv",
+        &[Some(x), Some(w), Some(b)],
+        vec![
+            attr_ints("pads", &[1, 0, 2, 1]),
+            attr_ints("strides", &[2, 1]),
+            attr_ints("dilations", &[1, 2]),
+            attr_int("group", 2),
+        ],
+    );
+    let dw = g.w(&[6, 1, 3, 3]);
+    let y = g.op("Conv", &[Some(y), Some(dw)], vec![attr_ints("pads", &[1, 1, 1, 1]), attr_int("group", 6)]);
+    let (s, bb, m) = (g.w(&[6]), g.w(&[6]), g.w(&[6]));
+    let v = g.w_in(&[6], 0.5, 1.5);
+    let y = g.op("BatchNormalization", &[Some(y), Some(s), Some(bb), Some(m), Some(v)], vec![]);
+    let y = g.op("LeakyRelu", &[Some(y)], vec![attr_float("alpha", 0.1)]);
+    let y = g.op("HardSwish", &[Some(y)], vec![]);
+    cases.push(("conv-depthwise-bn", g.finish(y)));
+    // Pools.
+    let mut g = G::new(4);
+    let x = g.w(&[1, 2, 7, 7]);
+    let y = g.op(
+        "MaxPool",
+        &[Some(x)],
+        vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+    );
+    let z = g.op(
+        "AveragePool",
+        &[Some(x)],
+        vec![
+            attr_ints("kernel_shape", &[3, 3]),
+            attr_ints("strides", &[2, 2]),
+            attr_ints("pads", &[1, 1, 1, 1]),
+            attr_int("ceil_mode", 1),
+        ],
+    );
+    let y = g.op("Concat", &[Some(y), Some(z)], vec![attr_int("axis", 1)]);
+    let q = g.op("GlobalAveragePool", &[Some(y)], vec![]);
+    let y = g.op("Add", &[Some(y), Some(q)], vec![]);
+    let y = g.op("Sigmoid", &[Some(y)], vec![]);
+    cases.push(("pools-concat", g.finish(y)));
+    // Shape chain flatten, Reshape, Transpose, Squeeze/Unsqueeze, softmaxes, Tanh, HardSigmoid, Clip, ReduceMean.
+    let mut g = G::new(5);
+    let x = g.w(&[2, 3, 2, 2]);
+    let sh = g.op("Shape", &[Some(x)], vec![]);
+    let zero = g.ints(&[0]);
+    let n = g.op("Gather", &[Some(sh), Some(zero)], vec![attr_int("axis", 0)]);
+    let minus1 = g.ints(&[-1]);
+    let target = g.op("Concat", &[Some(n), Some(minus1)], vec![attr_int("axis", 0)]);
+    let y = g.op("Reshape", &[Some(x), Some(target)], vec![]);
+    let y = g.op("Transpose", &[Some(y)], vec![attr_ints("perm", &[1, 0])]);
+    let ax = g.ints(&[0]);
+    let y = g.op("Unsqueeze", &[Some(y), Some(ax)], vec![]);
+    let y = g.op("Tanh", &[Some(y)], vec![]);
+    let ax = g.ints(&[0]);
+    let y = g.op("Squeeze", &[Some(y), Some(ax)], vec![]);
+    let y = g.op("HardSigmoid", &[Some(y)], vec![attr_float("alpha", 0.3)]);
+    let y = g.op("Softmax", &[Some(y)], vec![attr_int("axis", 0)]);
+    let y = g.op("Clip", &[Some(y)], vec![]);
+    let y = g.op("Flatten", &[Some(y)], vec![attr_int("axis", 1)]);
+    let y = g.op("LogSoftmax", &[Some(y)], vec![]);
+    let ax = g.ints(&[1]);
+    let y = g.op("ReduceMean", &[Some(y), Some(ax)], vec![attr_int("keepdims", 1)]);
+    let y = g.op("Relu", &[Some(y)], vec![]);
+    let y = g.op("Dropout", &[Some(y)], vec![]);
+    let y = g.op("Identity", &[Some(y)], vec![]);
+    cases.push(("shape-chain", g.finish(y)));
+    for (name, m) in &cases {
+        gradcheck(name, m);
+    }
+}
+
+fn mlp(seed: u64) -> (Model, Vec<String>) {
+    let mut g = G::new(seed);
+    let x = g.g.add_input(tensor_info("input", DataType::Float, &[Dim::Sym("n".into()), Dim::Known(6)]));
+    let (w1, b1, w2, b2) = (g.w(&[8, 6]), g.w(&[8]), g.w(&[3, 8]), g.w(&[3]));
+    let y = g.op("Gemm", &[Some(ValueRef(x, 0)), Some(w1), Some(b1)], vec![attr_int("transB", 1)]);
+    let y = g.op("Relu", &[Some(y)], vec![]);
+    let y = g.op("Gemm", &[Some(y), Some(w2), Some(b2)], vec![attr_int("transB", 1)]);
+    let names = [w1, b1, w2, b2].iter().map(|v| g.g.value_name(*v).to_string()).collect();
+    (g.finish(y), names)
+}
+
+fn batch(seed: u64, n: usize) -> (HostTensor, Vec<u32>) {
+    let mut r = SplitMix64::new(seed);
+    let data = (0..n * 6).map(|_| (r.next_u64() >> 40) as f32 / (1u64 << 24) as f32).collect();
+    let labels = (0..n).map(|_| r.below(3) as u32).collect();
+    (HostTensor::new(data, vec![n, 6]), labels)
+}
+
+#[test]
+fn unsupported_op_is_a_build_error_naming_the_node() {
+    let mut g = G::new(1);
+    let x = g.w(&[2, 2]);
+    let y = g.op("Erf", &[Some(x)], vec![]);
+    let err = Executor::new(&g.finish(y)).unwrap_err();
+    assert!(matches!(&err, TrainError::Unsupported { node, op } if node.contains("Erf") && op == "Erf"), "{err}");
+    assert_eq!(err.to_string(), format!("node `{}`: op Erf is not supported by the trainer", "n2_Erf"));
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let (m, _) = mlp(1);
+    let ex = Executor::new(&m).unwrap();
+    let err = ex.forward(&[HostTensor::new(vec![0.0; 10], vec![2, 5])]).unwrap_err();
+    assert!(err.to_string().contains("input `input`"), "{err}");
+    let mut g = G::new(1);
+    let (a, b) = (g.w(&[2, 3]), g.w(&[4, 3]));
+    let y = g.op("Add", &[Some(a), Some(b)], vec![]);
+    let err = Executor::new(&g.finish(y)).unwrap().forward(&[]).unwrap_err();
+    assert!(err.to_string().contains("do not broadcast"), "{err}");
+}
+
+#[test]
+fn mask_keeps_pruned_weights_exactly_zero() {
+    let (m, names) = mlp(3);
+    let mut ex = Executor::new(&m).unwrap();
+    let keep: Vec<bool> = (0..48).map(|i| i % 3 == 0).collect();
+    ex.set_mask(&names[0], Some(&keep)).unwrap();
+    for kind in [OptimizerKind::sgd(0.9, 0.01), OptimizerKind::adamw()] {
+        let mut opt = Optimizer::new(kind).unwrap();
+        for s in 0..5 {
+            let (x, y) = batch(s, 8);
+            ex.train_step(&mut opt, 0.1, &x, &y, &Loss::CrossEntropy, None).unwrap();
+        }
+    }
+    let w = ex.param(&names[0]).unwrap().data;
+    assert!(w.iter().zip(&keep).all(|(&v, &k)| k || v == 0.0));
+    assert!(w.iter().zip(&keep).any(|(&v, &k)| k && v != 0.0));
+    let mut g = m.graph.clone();
+    ex.write_back(&mut g).unwrap();
+    let wt = g.weight(g.find_value(&names[0]).unwrap()).unwrap();
+    assert_eq!(wt.dtype(), DataType::Float);
+    assert_eq!(wt.to_f32().unwrap(), w);
+}
+
+#[test]
+fn frozen_parameters_do_not_move_and_write_back_changes_only_weights() {
+    let (m, names) = mlp(4);
+    let mut ex = Executor::new(&m).unwrap();
+    ex.set_trainable(&names[2], false).unwrap();
+    let before = ex.param(&names[2]).unwrap();
+    let before0 = ex.param(&names[0]).unwrap();
+    let mut opt = Optimizer::new(OptimizerKind::adam()).unwrap();
+    let (x, y) = batch(1, 16);
+    ex.train_step(&mut opt, 0.01, &x, &y, &Loss::CrossEntropy, None).unwrap();
+    assert_eq!(ex.param(&names[2]).unwrap(), before);
+    assert_ne!(ex.param(&names[0]).unwrap(), before0);
+    let mut g = m.graph.clone();
+    ex.write_back(&mut g).unwrap();
+    let mut m2 = m.clone();
+    m2.graph = g;
+    assert_eq!(m2.graph.node_count(), m.graph.node_count());
+    // The written-back model computes what the executor computes.
+    let ex2 = Executor::new(&m2).unwrap();
+    assert_eq!(ex2.forward(std::slice::from_ref(&x)).unwrap(), ex.forward(&[x]).unwrap());
+}
+
+#[test]
+fn tied_weights_get_the_sum_of_member_gradients() {
+    let (m, names) = mlp(5);
+    let mut ex = Executor::new(&m).unwrap();
+    let assign: Vec<u32> = (0..48).map(|i| (i % 4) as u32).collect();
+    let (x, y) = batch(2, 8);
+    // Gradient of the untied weight, summed per cluster, equals the codebook gradient.
+    let centroids = [-0.3f32, -0.1, 0.1, 0.3];
+    let tied: Vec<f32> = assign.iter().map(|&a| centroids[a as usize]).collect();
+    ex.set_param(&names[0], &tied).unwrap();
+    let ce = |outs: Vec<F>| -> Result<burn::tensor::Tensor<1>, String> {
+        let l = crate::ops::as_matrix(outs.into_iter().next().unwrap())?;
+        let dev = l.device();
+        let lab: Vec<i64> = batch(2, 8).1.iter().map(|&v| v as i64).collect();
+        let lab =
+            burn::tensor::Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(lab, [8]), &dev);
+        Ok(crate::loss::cross_entropy(l, lab))
+    };
+    let (_, g_plain) = ex.gradients(std::slice::from_ref(&x), ce).unwrap();
+    let g_plain = g_plain[0].as_ref().unwrap().to_host().data;
+    let mut want = [0f32; 4];
+    for (j, &a) in assign.iter().enumerate() {
+        want[a as usize] += g_plain[j];
+    }
+    ex.tie(&names[0], &centroids, &assign).unwrap();
+    let (_, g_tied) = ex.gradients(std::slice::from_ref(&x), ce).unwrap();
+    let got = g_tied[0].as_ref().unwrap().to_host().data;
+    for k in 0..4 {
+        assert!((got[k] - want[k]).abs() < 1e-5, "cluster {k}: {} vs {}", got[k], want[k]);
+    }
+    // Training keeps exactly 4 distinct values.
+    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, 0.0)).unwrap();
+    ex.train_step(&mut opt, 0.1, &x, &y, &Loss::CrossEntropy, None).unwrap();
+    let mut w = ex.param(&names[0]).unwrap().data;
+    w.sort_by(f32::total_cmp);
+    w.dedup();
+    assert_eq!(w.len(), 4);
+    assert_ne!(ex.codebook(&names[0]).unwrap().unwrap(), centroids.to_vec());
+}
+
+#[test]
+fn straight_through_estimator_quantises_forward_and_passes_gradients() {
+    let (m, names) = mlp(6);
+    let mut ex = Executor::new(&m).unwrap();
+    let (x, _) = batch(3, 4);
+    let ce = |outs: Vec<F>| -> Result<burn::tensor::Tensor<1>, String> {
+        let o = outs.into_iter().next().unwrap();
+        Ok(with_f!(o, t => t.sum()))
+    };
+    ex.set_ste(&names[0], Some(Ste::FakeQuant { bits: 2 })).unwrap();
+    let w = ex.param(&names[0]).unwrap().data;
+    let mut levels = w.clone();
+    levels.sort_by(f32::total_cmp);
+    levels.dedup();
+    assert!(levels.len() <= 3, "2-bit symmetric gives at most 3 levels, got {levels:?}");
+    // Backward is the identity through the quantiser: the latent weight's
+    // gradient equals the gradient of a plain weight holding the quantised values.
+    let (_, g_ste) = ex.gradients(std::slice::from_ref(&x), ce).unwrap();
+    let mut plain = Executor::new(&m).unwrap();
+    plain.set_param(&names[0], &w).unwrap();
+    let (_, g_plain) = plain.gradients(std::slice::from_ref(&x), ce).unwrap();
+    assert_eq!(g_ste[0].as_ref().unwrap().to_host(), g_plain[0].as_ref().unwrap().to_host());
+}
+
+#[test]
+fn taps_read_intermediate_values() {
+    let (m, _) = mlp(7);
+    let ex = Executor::new(&m).unwrap();
+    let relu = m.graph.ops().into_iter().find(|&n| m.graph.op(n).unwrap().op_type == "Relu").unwrap();
+    let name = m.graph.op(relu).unwrap().outputs[0].clone();
+    let (x, _) = batch(4, 5);
+    let (outs, taps) = ex.forward_with_taps(&[x], &[&name]).unwrap();
+    assert_eq!(taps[0].dims, vec![5, 8]);
+    assert!(taps[0].data.iter().all(|&v| v >= 0.0));
+    assert_eq!(outs[0].dims, vec![5, 3]);
+    assert!(ex.forward_with_taps(&[batch(4, 5).0], &["nope"]).is_err());
+}
+
+#[test]
+fn distillation_loss_matches_the_formula() {
+    let dev = burn::tensor::Device::flex();
+    let s = [1.0f32, 2.0, 0.5, -1.0, 0.0, 3.0];
+    let t = [0.5f32, 1.0, 2.0, 1.0, -2.0, 0.0];
+    let labels = [1u32, 2];
+    let (alpha, temp) = (0.7f32, 3.0f32);
+    let mk = |v: &[f32]| match F::from_host(v.to_vec(), &[2, 3], &dev).unwrap() {
+        F::R2(t) => t,
+        _ => unreachable!(),
+    };
+    let lab = burn::tensor::Tensor::<1, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(vec![1i64, 2], [2]),
+        &dev,
+    );
+    let got =
+        Loss::Distill { alpha, temperature: temp }.compute(mk(&s), lab, Some(mk(&t))).unwrap().into_scalar::<f32>();
+    let softmax = |x: &[f32]| {
+        let m = x.iter().cloned().fold(f32::MIN, f32::max);
+        let e: Vec<f64> = x.iter().map(|&v| ((v - m) as f64).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / z).collect::<Vec<f64>>()
+    };
+    let (mut kl, mut ce) = (0f64, 0f64);
+    for i in 0..2 {
+        let (sr, tr) = (&s[i * 3..i * 3 + 3], &t[i * 3..i * 3 + 3]);
+        let p = softmax(&tr.iter().map(|v| v / temp).collect::<Vec<_>>());
+        let q = softmax(&sr.iter().map(|v| v / temp).collect::<Vec<_>>());
+        kl += (0..3).map(|k| p[k] * (p[k] / q[k]).ln()).sum::<f64>();
+        ce -= softmax(sr)[labels[i] as usize].ln();
+    }
+    let want = alpha as f64 * (temp * temp) as f64 * kl / 2.0 + (1.0 - alpha as f64) * ce / 2.0;
+    assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+}
+
+#[test]
+fn learning_rate_schedules() {
+    let step = LrPlan { base: 0.1, schedule: LrSchedule::Step { every_epochs: 2, gamma: 0.5 }, warmup_steps: 0 };
+    assert_eq!([step.at(0, 0, 10), step.at(5, 2, 10), step.at(9, 4, 10)], [0.1, 0.05, 0.025]);
+    let cos = LrPlan { base: 0.1, schedule: LrSchedule::Cosine { min_lr: 0.0 }, warmup_steps: 4 };
+    assert!((cos.at(0, 0, 100) - 0.025).abs() < 1e-4);
+    assert!((cos.at(50, 0, 100) - 0.05).abs() < 1e-9);
+    assert!(cos.at(100, 0, 100).abs() < 1e-12);
+    assert_eq!(LrPlan::constant(0.3).at(77, 5, 100), 0.3);
+}
+
+#[test]
+fn training_is_deterministic_and_learns_a_tiny_task() {
+    let run = || {
+        let (m, _) = mlp(8);
+        let mut ex = Executor::new(&m).unwrap();
+        let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, 1e-4)).unwrap();
+        let mut losses = Vec::new();
+        for s in 0..30 {
+            let (x, _) = batch(s % 3, 16);
+            // A learnable rule: the class is which third the first feature falls in.
+            let y: Vec<u32> = x.data.chunks(6).map(|r| (r[0] * 3.0).min(2.0) as u32).collect();
+            losses.push(ex.train_step(&mut opt, 0.2, &x, &y, &Loss::CrossEntropy, None).unwrap());
+        }
+        losses
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a, b);
+    assert!(a[29] < a[0] * 0.8, "loss {} -> {}", a[0], a[29]);
+}
