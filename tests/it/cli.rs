@@ -61,3 +61,31 @@ fn help_explains_every_flag() {
     assert_eq!(code, 0);
     assert!(out.contains("info"), "{out}");
 }
+
+/// `shrink finetune`: one epoch on MNIST keeps the fixture's accuracy (measured
+/// by tract after write-back) and writes a loadable model; the input is never
+/// overwritten.
+#[test]
+fn finetune_one_epoch() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let model = root.join("fixtures/models/lenet-300-100.onnx");
+    let dir = tempdir();
+    let out = dir.path().join("ft.onnx");
+    let run_in = |args: &[&str]| {
+        let o = Command::new(shrink_bin()).args(args).current_dir(&root).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run_in(&["finetune", model.to_str().unwrap(), "-o", model.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("refusing to overwrite the input model"), "{err}");
+    let (code, stdout, err) =
+        run_in(&["finetune", model.to_str().unwrap(), "--epochs", "1", "--lr", "0.005", "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let after: f64 = stdout.split("→ ").nth(1).and_then(|s| s.split(" %").next()).unwrap().parse().unwrap();
+    assert!(after >= 97.5, "{stdout}");
+    shrink_graph::Model::load(&out).unwrap();
+}

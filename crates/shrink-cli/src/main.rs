@@ -3,6 +3,7 @@
 //! `error: ...` with their causes and exit with code 2.
 
 mod eval;
+mod finetune;
 mod info;
 mod run;
 
@@ -49,6 +50,13 @@ enum Command {
         #[command(flatten)]
         args: eval::EvalArgs,
     },
+    /// Train a model's weights on a builtin dataset with the trainer (burn,
+    /// CPU), write them back into the ONNX model, and report test accuracy
+    /// before and after, measured in tract. A validation split held out of the
+    /// training set picks the best epoch.
+    ///
+    /// Example: shrink finetune fixtures/models/lenet-300-100.onnx --epochs 1 -o out/ft.onnx
+    Finetune(finetune::FinetuneArgs),
     /// Run a TOML pipeline: each stage, then graph checks and tract
     /// verification (accuracy, agreement with the original, latency, size),
     /// a checkpoint in OUTPUT/stages/ and a report row. A rerun resumes after
@@ -94,6 +102,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { model, json } => info::run(&model, json),
         Command::Eval { model, args } => eval::run_eval(&model, &args),
+        Command::Finetune(args) => finetune::run(&args),
         Command::Run { pipeline, set, from_stage, dry_run, force } => {
             run::run(&pipeline, &set, &shrink_pipeline::RunOptions { from_stage, dry_run, force })
         }
@@ -102,10 +111,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each cause added only when the text so far does
+/// not already say it (library errors often print their source themselves).
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+    }
+    msg
 }
 
 fn init_tracing(verbose: u8) {
