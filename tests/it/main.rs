@@ -4,6 +4,7 @@
 mod cli;
 mod errors;
 mod info;
+mod plugins;
 mod roundtrip;
 mod tidy;
 mod train;

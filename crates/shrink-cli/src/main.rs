@@ -80,6 +80,13 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// List the stage kinds a plugin library offers (after checking its ABI).
+    ///
+    /// Use one in a pipeline as `kind = "plugin"`, `path = "..."`, `stage = "<kind>"`.
+    Plugins {
+        /// The plugin's shared library (e.g. target/plugins/libshrink_plugin_fold_bn.so).
+        path: PathBuf,
+    },
     /// Measure two models in one run, interleaved, and print them side by
     /// side with ratios: size, latency, accuracy delta, and the agreement of B
     /// with A (top-1 agreement, logit differences). Without --data, agreement
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
         Command::Info { model, json } => info::run(&model, json),
         Command::Eval { model, args } => eval::run_eval(&model, &args),
         Command::Finetune(args) => finetune::run(&args),
+        Command::Plugins { path } => plugins(&path),
         Command::Run { pipeline, set, from_stage, dry_run, force } => {
             run::run(&pipeline, &set, &shrink_pipeline::RunOptions { from_stage, dry_run, force })
         }
@@ -115,6 +123,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn plugins(path: &std::path::Path) -> anyhow::Result<()> {
+    let plugin = shrink_pipeline::plugin::Plugin::load(path)?;
+    println!("{} {} ({})", plugin.name(), plugin.version(), path.display());
+    for k in plugin.kinds() {
+        println!("  {k}");
+    }
+    Ok(())
 }
 
 /// The error and its causes, each cause added only when the text so far does

@@ -5,10 +5,12 @@
 //!   `[[stage]]`), errors with file, line and column; `--set` overrides.
 //! - [`runner`]: the straight-line runner, checkpoints and resume.
 //! - [`report`]: `report.json`, `report.md`, `report.svg`.
+//! - [`plugin`]: the host that loads stage plugins (shared libraries).
 //! - [`builtin`]: the registry of stage kinds shipped with shrink.
 
 pub mod config;
 mod error;
+pub mod plugin;
 pub mod report;
 pub mod runner;
 

@@ -121,7 +121,7 @@ impl Report {
             let s = r.stage.as_ref().expect("filtered");
             let _ = writeln!(out, "- step {} `{}`: {}", r.step, r.kind, s.summary);
             for l in &s.layers {
-                let _ = writeln!(out, "  - `{}`: {}", l.layer, l.note);
+                let _ = writeln!(out, "  - {}: {}", l.layer, l.note);
             }
         }
         out

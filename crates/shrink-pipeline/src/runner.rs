@@ -279,7 +279,9 @@ pub fn run(
     // Build every stage before anything runs: unknown kinds and bad parameters fail now.
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     for i in 0..f.stage.len() {
-        let stage = registry.build(p.kind(i), &p.params(i)).map_err(|source| PipelineError::Stage {
+        let built =
+            if p.kind(i) == "plugin" { plugin_stage(&p.params(i)) } else { registry.build(p.kind(i), &p.params(i)) };
+        let stage = built.map_err(|source| PipelineError::Stage {
             pipeline: p.path.clone(),
             index: i + 1,
             kind: p.kind(i).to_string(),
@@ -339,7 +341,8 @@ pub fn run(
     let mut resuming = true;
     for (i, stage) in stages.iter().enumerate() {
         let step = i + 1;
-        let kind = p.kind(i).to_string();
+        // a plugin's stage shows its own kind (`fold-batchnorm`), not `plugin`
+        let kind = stage.kind().to_string();
         let table = serde_json::to_string(&f.stage[i]).map_err(|e| PipelineError::Other(e.to_string()))?;
         hash = sha(&[hash.as_bytes(), table.as_bytes()]);
         let name = checkpoint_name(step, &kind);
@@ -421,6 +424,29 @@ pub fn run(
         }
     }
     Ok(RunOutcome { output: out.clone(), report, resumed })
+}
+
+/// `kind = "plugin"`: `path` (the shared library), `stage` (one of its kinds),
+/// `params` (a table handed to the plugin as TOML text).
+fn plugin_stage(params: &toml::Table) -> Result<Box<dyn Stage>, shrink_stage::StageError> {
+    use shrink_stage::StageError;
+    for k in params.keys() {
+        if !matches!(k.as_str(), "path" | "stage" | "params") {
+            return Err(StageError::param("plugin", k, "unknown parameter (expected path, stage, params)"));
+        }
+    }
+    let get = |k: &str| -> Result<&str, StageError> {
+        params.get(k).and_then(|v| v.as_str()).ok_or_else(|| StageError::param("plugin", k, "missing (a string)"))
+    };
+    let path = Path::new(get("path")?);
+    let kind = get("stage")?;
+    let inner = match params.get("params") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t.clone(),
+        Some(_) => return Err(StageError::param("plugin", "params", "must be a table")),
+    };
+    let plugin = crate::plugin::Plugin::load(path).map_err(|e| StageError::param("plugin", "path", e.to_string()))?;
+    plugin.stage(kind, &inner)
 }
 
 fn write_reports(out: &Path, report: &Report, svg: bool) -> Result<(), PipelineError> {

@@ -99,7 +99,9 @@ fn unknown_kinds_and_bad_params_fail_before_anything_runs() {
     let p = Pipeline::load(&path, &[]).unwrap();
     let err = run(&p, &registry(), &RunOptions::default(), &mut NoProgress).unwrap_err().to_string();
     assert!(
-        err.ends_with("stage 1 (`prune`): line 9, column 1: unknown stage kind `prune` (known kinds: scale-bias)"),
+        err.ends_with(
+            "stage 1 (`prune`): line 9, column 1: unknown stage kind `prune` (known kinds: scale-bias, plugin)"
+        ),
         "{err}"
     );
     assert!(!out.exists(), "nothing may be written when a stage cannot be built");

@@ -45,7 +45,8 @@ impl Registry {
     pub fn build(&self, kind: &str, params: &toml::Table) -> Result<Box<dyn Stage>, StageError> {
         let f = self.get(kind).ok_or_else(|| StageError::UnknownKind {
             kind: kind.into(),
-            known: if self.factories.is_empty() { "none".into() } else { self.kinds().join(", ") },
+            // `plugin` is handled by the pipeline runner, not by a factory
+            known: self.kinds().into_iter().chain(["plugin"]).collect::<Vec<_>>().join(", "),
         })?;
         (f.build)(params)
     }

@@ -26,13 +26,13 @@ fn unknown_kinds_list_the_known_ones() {
     let mut reg = Registry::new();
     assert_eq!(
         reg.build("prune", &toml::Table::new()).unwrap_err().to_string(),
-        "unknown stage kind `prune` (known kinds: none)"
+        "unknown stage kind `prune` (known kinds: plugin)"
     );
     reg.register(StageFactory { kind: "nop", summary: "does nothing", build: build_nop });
     assert_eq!(reg.kinds(), ["nop"]);
     assert_eq!(
         reg.build("prune", &toml::Table::new()).unwrap_err().to_string(),
-        "unknown stage kind `prune` (known kinds: nop)"
+        "unknown stage kind `prune` (known kinds: nop, plugin)"
     );
     assert_eq!(reg.build("nop", &toml::Table::new()).unwrap().kind(), "nop");
     let mut t = toml::Table::new();
