@@ -118,3 +118,17 @@ fn every_stage_crate_has_test_data() {
         assert!(p.join("test_data").is_dir(), "{} has no test_data/", p.display());
     }
 }
+
+#[test]
+fn every_pipeline_parses() {
+    let dir = root().join("pipelines");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            shrink_pipeline::Pipeline::load(&p, &[]).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no pipelines in {}", dir.display());
+}
