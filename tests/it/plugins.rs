@@ -217,6 +217,45 @@ fn killed_run_resumes_at_stage_2_with_the_same_result() {
     let o = run(&clean_toml);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // killed at staggered moments: every visible file is whole each time
+    let check_whole = |out: &Path| {
+        let mut files = vec![];
+        for d in [out.to_path_buf(), out.join("stages")] {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                files.extend(rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()));
+            }
+        }
+        for p in files {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue; // the temp file of an interrupted atomic write: never a visible output
+            }
+            if name.ends_with(".onnx") {
+                shrink_graph::Model::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            } else if name.ends_with(".json") {
+                serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&p).unwrap())
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            }
+        }
+    };
+    let churn = dir.path().join("churn");
+    let churn_toml = dir.path().join("churn.toml");
+    std::fs::write(&churn_toml, pipeline(&churn)).unwrap();
+    for ms in [150u64, 400, 800, 1300, 2000] {
+        let mut child = Command::new(crate::util::shrink_bin())
+            .arg("run")
+            .arg(&churn_toml)
+            .current_dir(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        check_whole(&churn);
+    }
+
     // killed after stage 1's row is written
     let out = dir.path().join("killed");
     let toml = dir.path().join("killed.toml");
@@ -238,19 +277,7 @@ fn killed_run_resumes_at_stage_2_with_the_same_result() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!out.join("model.onnx").exists(), "killed too late: the run had finished");
-    // whatever was written is whole: every visible file parses
-    for e in std::fs::read_dir(out.join("stages")).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue; // a temp file of an interrupted atomic write: never a visible output
-        }
-        if name.ends_with(".onnx") {
-            shrink_graph::Model::load(&p).unwrap();
-        } else if name.ends_with(".json") {
-            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        }
-    }
+    check_whole(&out);
 
     let o = run(&toml);
     let stdout = String::from_utf8_lossy(&o.stdout);

@@ -147,6 +147,8 @@ pub struct Pipeline {
     pub file: PipelineFile,
     /// `--set` overrides applied, as given.
     pub overrides: Vec<String>,
+    /// The file's text, for locating keys in messages.
+    pub text: String,
 }
 
 impl Pipeline {
@@ -183,7 +185,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(Pipeline { path: path.to_path_buf(), file, overrides: overrides.to_vec() })
+        Ok(Pipeline { path: path.to_path_buf(), file, overrides: overrides.to_vec(), text: text.to_string() })
     }
 
     /// The kind of stage `i`.
@@ -200,7 +202,40 @@ impl Pipeline {
 
     /// `line L, column C: ` of the `i`-th `[[stage]]` header in the original text, if found.
     pub fn stage_location(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.path).map(|t| stage_location(&t, i)).unwrap_or_default()
+        stage_location(&self.text, i)
+    }
+
+    /// `line L, column C: ` of a dotted key (`pipeline.model`, `data.test.images`)
+    /// in the file, written as `key = ...` under its table or inside an inline
+    /// table; empty when not found (e.g. set by `--set`).
+    pub fn key_location(&self, key: &str) -> String {
+        let parts: Vec<&str> = key.split('.').collect();
+        let Some((leaf, table)) = parts.split_last() else { return String::new() };
+        let mut header = String::new();
+        for (n, line) in self.text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with('[') {
+                header = t.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string();
+                continue;
+            }
+            let assigns = |k: &str, s: &str| {
+                let rest = s.strip_prefix(k)?;
+                rest.trim_start().starts_with('=').then_some(())
+            };
+            let indent = line.len() - t.len();
+            if header == table.join(".") && assigns(leaf, t).is_some() {
+                return format!("line {}, column {}: ", n + 1, indent + 1);
+            }
+            // `test = { images = "..." }` under `[data]`
+            if let Some((inline, outer)) = table.split_last() {
+                if header == outer.join(".") && assigns(inline, t).is_some() {
+                    if let Some(col) = t.find(&format!("{leaf} =")).or_else(|| t.find(&format!("{leaf}="))) {
+                        return format!("line {}, column {}: ", n + 1, indent + col + 1);
+                    }
+                }
+            }
+        }
+        String::new()
     }
 }
 

@@ -19,8 +19,8 @@ pub enum PipelineError {
     #[error("--set {set}: {message}")]
     Set { set: String, message: String },
     /// A path the pipeline names does not exist.
-    #[error("{}: `{key}` names {}, which does not exist", pipeline.display(), path.display())]
-    Missing { pipeline: PathBuf, key: String, path: PathBuf },
+    #[error("{}: {location}`{key}` names {}, which does not exist", pipeline.display(), path.display())]
+    Missing { pipeline: PathBuf, location: String, key: String, path: PathBuf },
     #[error("{}: stage {index} (`{kind}`): {location}{source}", pipeline.display())]
     Stage {
         pipeline: PathBuf,

@@ -78,11 +78,7 @@ fn load_source(p: &Pipeline, key: &str, src: &DataSource, pre: &Preprocess) -> R
         }
         (None, Some(images)) => {
             if !images.exists() {
-                return Err(PipelineError::Missing {
-                    pipeline: p.path.clone(),
-                    key: format!("{key}.images"),
-                    path: images.clone(),
-                });
+                return Err(missing(p, &format!("{key}.images"), images));
             }
             if images.extension().is_some_and(|e| e == "npz") {
                 shrink_data::load_npz(images, "x", "y", None, pre).map_err(err)?
@@ -92,11 +88,7 @@ fn load_source(p: &Pipeline, key: &str, src: &DataSource, pre: &Preprocess) -> R
                     message: format!("`{key}` has `images` but no `labels`"),
                 })?;
                 if !labels.exists() {
-                    return Err(PipelineError::Missing {
-                        pipeline: p.path.clone(),
-                        key: format!("{key}.labels"),
-                        path: labels.clone(),
-                    });
+                    return Err(missing(p, &format!("{key}.labels"), labels));
                 }
                 shrink_data::load_pair(images, labels, None, pre).map_err(err)?
             }
@@ -138,6 +130,15 @@ fn load_data(p: &Pipeline, sample: &[usize]) -> Result<Option<Data>, PipelineErr
         })
         .unwrap_or_default();
     Ok(Some(Data { label, train, test }))
+}
+
+fn missing(p: &Pipeline, key: &str, path: &Path) -> PipelineError {
+    PipelineError::Missing {
+        pipeline: p.path.clone(),
+        location: p.key_location(key),
+        key: key.to_string(),
+        path: path.to_path_buf(),
+    }
 }
 
 fn sha(parts: &[&[u8]]) -> String {
@@ -270,11 +271,7 @@ pub fn run(
     let f = &p.file;
     let model_path = &f.pipeline.model;
     if !model_path.exists() {
-        return Err(PipelineError::Missing {
-            pipeline: p.path.clone(),
-            key: "pipeline.model".into(),
-            path: model_path.clone(),
-        });
+        return Err(missing(p, "pipeline.model", model_path));
     }
     // Build every stage before anything runs: unknown kinds and bad parameters fail now.
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();

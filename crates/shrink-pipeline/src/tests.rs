@@ -117,11 +117,11 @@ fn missing_files_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let text = "[pipeline]\nname = \"x\"\nmodel = \"no/such.onnx\"\noutput = \"o\"\n";
     let err = run(&parse(text).unwrap(), &registry(), &RunOptions::default(), &mut NoProgress).unwrap_err();
-    assert_eq!(err.to_string(), "p.toml: `pipeline.model` names no/such.onnx, which does not exist");
+    assert_eq!(err.to_string(), "p.toml: line 3, column 1: `pipeline.model` names no/such.onnx, which does not exist");
     let text =
         pipeline_text(&dir.path().join("o"), "", "[data]\ntest = { images = \"no/x.idx\", labels = \"no/y.idx\" }\n");
     let err = run(&parse(&text).unwrap(), &registry(), &RunOptions::default(), &mut NoProgress).unwrap_err();
-    assert_eq!(err.to_string(), "p.toml: `data.test.images` names no/x.idx, which does not exist");
+    assert_eq!(err.to_string(), "p.toml: line 7, column 10: `data.test.images` names no/x.idx, which does not exist");
 }
 
 #[test]
