@@ -227,12 +227,12 @@ impl Pipeline {
                 return format!("line {}, column {}: ", n + 1, indent + 1);
             }
             // `test = { images = "..." }` under `[data]`
-            if let Some((inline, outer)) = table.split_last() {
-                if header == outer.join(".") && assigns(inline, t).is_some() {
-                    if let Some(col) = t.find(&format!("{leaf} =")).or_else(|| t.find(&format!("{leaf}="))) {
-                        return format!("line {}, column {}: ", n + 1, indent + col + 1);
-                    }
-                }
+            if let Some((inline, outer)) = table.split_last()
+                && header == outer.join(".")
+                && assigns(inline, t).is_some()
+                && let Some(col) = t.find(&format!("{leaf} =")).or_else(|| t.find(&format!("{leaf}=")))
+            {
+                return format!("line {}, column {}: ", n + 1, indent + col + 1);
             }
         }
         String::new()

@@ -28,7 +28,7 @@ pub enum PipelineError {
         kind: String,
         location: String,
         #[source]
-        source: shrink_stage::StageError,
+        source: Box<shrink_stage::StageError>,
     },
     /// A stage left the graph broken: a bug in that stage.
     #[error("stage {index} (`{kind}`) left an invalid graph (a bug in the stage): {source}")]
@@ -36,7 +36,7 @@ pub enum PipelineError {
         index: usize,
         kind: String,
         #[source]
-        source: shrink_graph::GraphError,
+        source: Box<shrink_graph::GraphError>,
     },
     #[error("{0}")]
     Graph(#[from] shrink_graph::GraphError),

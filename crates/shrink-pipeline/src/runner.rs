@@ -283,7 +283,7 @@ pub fn run(
             index: i + 1,
             kind: p.kind(i).to_string(),
             location: p.stage_location(i),
-            source,
+            source: Box::new(source),
         })?;
         stages.push(stage);
     }
@@ -385,11 +385,15 @@ pub fn run(
             index: step,
             kind: kind.clone(),
             location: String::new(),
-            source,
+            source: Box::new(source),
         })?;
         let seconds = started.elapsed().as_secs_f64();
         let _ = std::fs::remove_dir_all(&scratch);
-        model.graph.verify().map_err(|source| PipelineError::StageBug { index: step, kind: kind.clone(), source })?;
+        model.graph.verify().map_err(|source| PipelineError::StageBug {
+            index: step,
+            kind: kind.clone(),
+            source: Box::new(source),
+        })?;
         model.source = None;
         model.save(&onnx_path)?;
         let mut row = verifier.row(step, &kind, &model, progress)?;
@@ -409,16 +413,9 @@ pub fn run(
     write_reports(out, &report, true)?;
     if let (Some(limit), Some(before), Some(after)) =
         (f.verify.max_accuracy_drop, report.rows[0].accuracy, report.rows.last().and_then(|r| r.accuracy))
+        && before - after > limit
     {
-        if before - after > limit {
-            return Err(PipelineError::AccuracyDrop {
-                before,
-                after,
-                drop: before - after,
-                limit,
-                output: out.clone(),
-            });
-        }
+        return Err(PipelineError::AccuracyDrop { before, after, drop: before - after, limit, output: out.clone() });
     }
     Ok(RunOutcome { output: out.clone(), report, resumed })
 }

@@ -23,12 +23,12 @@ impl Stage for ScaleBias {
         let ids: Vec<_> = model.graph.initializers().to_vec();
         let mut n = 0;
         for id in ids {
-            if let NodeKind::Weight(w) = model.graph.node_mut(id) {
-                if w.tensor.dims().len() == 1 {
-                    let v: Vec<f32> = w.tensor.to_f32().unwrap().iter().map(|x| x * self.factor).collect();
-                    w.tensor.set_f32(&v).map_err(|e| StageError::graph("scale-bias", e))?;
-                    n += 1;
-                }
+            if let NodeKind::Weight(w) = model.graph.node_mut(id)
+                && w.tensor.dims().len() == 1
+            {
+                let v: Vec<f32> = w.tensor.to_f32().unwrap().iter().map(|x| x * self.factor).collect();
+                w.tensor.set_f32(&v).map_err(|e| StageError::graph("scale-bias", e))?;
+                n += 1;
             }
         }
         Ok(StageReport::new(format!("scaled {n} biases by {}", self.factor)).figure("biases", n as f64))

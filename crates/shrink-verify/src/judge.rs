@@ -230,10 +230,10 @@ fn bind_dims(proto: &mut shrink_graph::onnx::ModelProto, values: &HashMap<String
             continue;
         };
         for d in t.shape.iter_mut().flat_map(|s| s.dim.iter_mut()) {
-            if let Some(Value::DimParam(p)) = &d.value {
-                if let Some(&v) = values.get(p) {
-                    d.value = Some(Value::DimValue(v));
-                }
+            if let Some(Value::DimParam(p)) = &d.value
+                && let Some(&v) = values.get(p)
+            {
+                d.value = Some(Value::DimValue(v));
             }
         }
     }
