@@ -31,9 +31,16 @@ pub(crate) fn run(rest: &[String]) -> anyhow::Result<()> {
     }
 
     let root = crate::project_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root).args(["run", "--package", "shrink-tests", "--bin", "onnx-suite", "--"]).arg(&data);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Build the driver exactly as `cargo test --workspace` does (it builds the
+    // bins of shrink-tests for its integration tests): a plain `cargo run -p`
+    // resolves features differently and would compile tract and burn again.
+    crate::run_cmd(Command::new(&cargo).current_dir(&root).args(["test", "--workspace", "--no-run", "--quiet"]))?;
+    let bin =
+        crate::plugins::target_dir(&cargo)?.join("debug").join(format!("onnx-suite{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(bin.is_file(), "{} not found after `cargo test --workspace --no-run`", bin.display());
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(&root).arg(&data);
     match filter {
         Some(f) => {
             cmd.args(["--filter", f]);

@@ -66,7 +66,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// Cargo's target folder, as `cargo metadata` reports it (honours
 /// `CARGO_TARGET_DIR` and `.cargo/config.toml`).
-fn target_dir(cargo: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn target_dir(cargo: &str) -> anyhow::Result<PathBuf> {
     let out = Command::new(cargo)
         .current_dir(project_root())
         .args(["metadata", "--format-version", "1", "--no-deps"])
