@@ -4,6 +4,7 @@
 //! `onnx-suite` (the ONNX backend test data through load → IR → save, judged by
 //! tract), `fuzz` (the loader's cargo-fuzz target). Keep dependencies few.
 
+mod bench;
 mod codegen;
 mod data;
 mod fixtures;
@@ -17,6 +18,7 @@ const HELP: &str = "\
 cargo xtask <TASK>
 
 TASKS:
+    bench train          trainer speed (steps/s, peak memory) vs PyTorch; writes BENCHMARKS.md
     codegen              regenerate crates/shrink-graph/src/onnx/generated.rs from proto/onnx.proto
     onnx-suite [FILTER]  download the onnx==1.22.0 wheel from PyPI, unpack its backend test data into
                          a cache folder, round-trip every model through the IR and compare tract outputs;
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
     };
     match task {
         "codegen" => codegen::run(),
+        "bench" => bench::run(rest),
         "onnx-suite" => onnx_suite::run(rest),
         "fuzz" => fuzz::run(rest),
         "fixtures" => fixtures::run(rest),

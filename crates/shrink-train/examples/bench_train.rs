@@ -1,0 +1,74 @@
+//! Trainer speed on a fixture model: SGD steps per second at a batch size,
+//! on the real MNIST training set, after a warm-up; and peak memory.
+//!
+//! `cargo run --release -p shrink-train --example bench_train -- MODEL [--batch 64] [--steps 200]`
+//! Threads: burn's flex backend runs on rayon; set `RAYON_NUM_THREADS`.
+//! Prints one line: `steps_per_s=<f> batch=<n> steps=<n> peak_rss_mb=<f>`.
+//! `cargo xtask bench train` runs it for each model and thread count.
+
+use std::time::Instant;
+
+use shrink_data::{Layout, Preprocess, Split};
+use shrink_graph::Model;
+use shrink_train::{Executor, FineTune, LrPlan, OptimizerKind, StepInfo};
+
+struct Clock {
+    warmup: usize,
+    started: Option<Instant>,
+    last: usize,
+}
+
+impl shrink_train::Progress for Clock {
+    fn step(&mut self, info: &StepInfo) {
+        if info.step == self.warmup {
+            self.started = Some(Instant::now());
+        }
+        self.last = info.step;
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let model_path = args.first().ok_or("usage: bench_train MODEL [--batch N] [--steps N]")?;
+    let opt = |name: &str, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
+        match args.iter().position(|a| a == name) {
+            Some(i) => Ok(args.get(i + 1).ok_or(format!("{name} needs a value"))?.parse()?),
+            None => Ok(default),
+        }
+    };
+    let batch = opt("--batch", 64)?;
+    let steps = opt("--steps", 200)?;
+    let warmup = 20;
+    let model = Model::load(model_path)?;
+    let mut exec = Executor::new(&model)?;
+    let flat = model.graph.real_inputs().count() == 1 && {
+        let s = shrink_graph::summarize(&model);
+        s.inputs[0].shape.as_ref().is_some_and(|d| d.len() == 2)
+    };
+    let pre = Preprocess { layout: if flat { Layout::Flat } else { Layout::Nchw }, ..Preprocess::default() };
+    let train = shrink_data::load_builtin("mnist", Split::Train, &pre)?;
+    let ft = FineTune {
+        epochs: 1,
+        max_steps: Some(warmup + steps),
+        batch_size: batch,
+        lr: LrPlan::constant(0.01),
+        optimizer: OptimizerKind::sgd(0.9, 0.0),
+        restore_best: false,
+        ..FineTune::default()
+    };
+    let mut clock = Clock { warmup, started: None, last: 0 };
+    ft.run(&mut exec, &train, None, None, &mut clock)?;
+    let elapsed = clock.started.ok_or("fewer steps than the warm-up")?.elapsed().as_secs_f64();
+    let timed = clock.last - warmup;
+    println!("steps_per_s={:.2} batch={batch} steps={timed} peak_rss_mb={:.1}", timed as f64 / elapsed, peak_rss_mb());
+    Ok(())
+}
