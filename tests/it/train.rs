@@ -37,7 +37,7 @@ fn forward_agrees_with_tract_on_every_fixture() {
             let model = Model::load(&file).unwrap();
             let exec = Executor::new(&model).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             let mut judge = Judge::new(name, &model, &InputSpec::default()).unwrap();
-            let layout = if judge.sample_shape().len() == 1 { Layout::Flat } else { Layout::Nchw };
+            let layout = Layout::for_sample(judge.sample_shape());
             let data = mnist(Split::Test, layout);
             let mut max_diff = 0f32;
             for start in (0..1000).step_by(250) {

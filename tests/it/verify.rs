@@ -36,7 +36,7 @@ fn fixture_accuracy_in_tract_matches_the_recorded_figure() {
             let want = export["onnxruntime_test"]["correct"].as_u64().unwrap();
             let model = Model::load(&file).unwrap();
             let mut judge = Judge::new(&file.display().to_string(), &model, &InputSpec::default()).unwrap();
-            let layout = if judge.sample_shape().len() == 1 { Layout::Flat } else { Layout::Nchw };
+            let layout = Layout::for_sample(judge.sample_shape());
             let data = mnist_test(layout);
             let res = evaluate(&mut [&mut judge], &data, 500, None, &mut |_, _| {}).unwrap();
             let got = res.accuracy[0].top1_correct;

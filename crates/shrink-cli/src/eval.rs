@@ -93,7 +93,7 @@ fn load_data(args: &EvalArgs, sample: &[usize]) -> anyhow::Result<Option<(String
         scale: !args.no_scale,
         mean: args.mean.clone(),
         std: args.std.clone(),
-        layout: if sample.len() == 1 { Layout::Flat } else { Layout::Nchw },
+        layout: Layout::for_sample(sample),
     };
     let split = match args.split {
         SplitArg::Train => Split::Train,

@@ -100,7 +100,7 @@ pub(crate) fn run(a: &FinetuneArgs) -> anyhow::Result<()> {
     }
     let mut exec = Executor::new(&model).with_context(|| format!("{}: building the trainer", a.model.display()))?;
     let judge = Judge::new("model", &model, &InputSpec::default())?;
-    let layout = if judge.sample_shape().len() == 1 { Layout::Flat } else { Layout::Nchw };
+    let layout = Layout::for_sample(judge.sample_shape());
     let pre = Preprocess { layout, ..Preprocess::default() };
     let train_all = std::sync::Arc::new(shrink_data::load_builtin(&a.data, Split::Train, &pre)?);
     let test = shrink_data::load_builtin(&a.data, Split::Test, &pre)?;

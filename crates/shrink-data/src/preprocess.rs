@@ -53,6 +53,14 @@ pub enum Layout {
     Flat,
 }
 
+impl Layout {
+    /// The layout that gives samples of a model's input shape (without the
+    /// batch): one dimension (`[784]`) is flat, anything else channels first.
+    pub fn for_sample(sample: &[usize]) -> Layout {
+        if sample.len() == 1 { Layout::Flat } else { Layout::Nchw }
+    }
+}
+
 /// A [`Preprocess`] resolved against a sample shape: one `(div, mean, std)` per channel.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Plan {

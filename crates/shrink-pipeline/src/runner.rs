@@ -112,7 +112,7 @@ fn load_data(p: &Pipeline, sample: &[usize]) -> Result<Option<Data>, PipelineErr
         scale: d.preprocess.as_ref().is_none_or(|x| x.scale),
         mean: d.preprocess.as_ref().map(|x| x.mean.clone()).unwrap_or_default(),
         std: d.preprocess.as_ref().map(|x| x.std.clone()).unwrap_or_default(),
-        layout: if sample.len() == 1 { Layout::Flat } else { Layout::Nchw },
+        layout: Layout::for_sample(sample),
     };
     let train = d.train.as_ref().map(|s| load_source(p, "data.train", s, &pre)).transpose()?;
     let test = d.test.as_ref().map(|s| load_source(p, "data.test", s, &pre)).transpose()?;
