@@ -240,6 +240,46 @@ impl Dataset for Subset {
     }
 }
 
+/// Like [`Subset`], over a borrowed dataset (a stage's `&dyn Dataset`).
+#[derive(Debug, Clone)]
+pub struct SubsetRef<'a> {
+    inner: &'a dyn Dataset,
+    indices: Vec<usize>,
+}
+
+impl<'a> SubsetRef<'a> {
+    /// The samples of `inner` at `indices`, in that order.
+    pub fn new(inner: &'a dyn Dataset, indices: Vec<usize>) -> Result<SubsetRef<'a>, DataError> {
+        check_indices(&indices, inner.len())?;
+        Ok(SubsetRef { inner, indices })
+    }
+
+    /// Indices into the inner dataset.
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+}
+
+impl Dataset for SubsetRef<'_> {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+
+    fn sample_shape(&self) -> &[usize] {
+        self.inner.sample_shape()
+    }
+
+    fn batch_into(&self, indices: &[usize], out: &mut Batch) -> Result<(), DataError> {
+        check_indices(indices, self.len())?;
+        let mapped: Vec<usize> = indices.iter().map(|&i| self.indices[i]).collect();
+        self.inner.batch_into(&mapped, out)
+    }
+}
+
 fn check_indices(indices: &[usize], len: usize) -> Result<(), DataError> {
     match indices.iter().find(|&&i| i >= len) {
         Some(&index) => Err(DataError::IndexOutOfRange { index, len }),

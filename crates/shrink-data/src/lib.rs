@@ -37,7 +37,7 @@ mod rng;
 mod tests;
 
 pub use builtin::{BUILTIN, DataDirs, Split, find_data_dir, load_builtin, load_builtin_from};
-pub use dataset::{Batch, Dataset, InMemoryDataset, Subset, load_npz, load_pair, read_array};
+pub use dataset::{Batch, Dataset, InMemoryDataset, Subset, SubsetRef, load_npz, load_pair, read_array};
 pub use error::DataError;
 pub use idx::read_idx;
 pub use npy::{npz_names, read_npy, read_npz_array};

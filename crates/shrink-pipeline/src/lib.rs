@@ -25,7 +25,9 @@ use shrink_stage::Registry;
 
 /// Every stage kind shipped with shrink: one `register` line per stage crate.
 pub fn builtin() -> Registry {
-    let reg = Registry::new();
-    // Stage crates register here as they land, e.g. `shrink_prune::register(&mut reg);`.
+    let mut reg = Registry::new();
+    shrink_prune::register(&mut reg);
+    shrink_quantize::register(&mut reg);
+    shrink_huffman::register(&mut reg);
     reg
 }

@@ -15,6 +15,7 @@
 mod error;
 mod registry;
 mod report;
+mod select;
 
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 pub use error::StageError;
 pub use registry::{Registry, StageFactory};
 pub use report::{LayerNote, StageReport};
+pub use select::{DEFAULT_LAYER_OPS, WeightSite, glob_match, select_weights};
 use shrink_data::Dataset;
 use shrink_graph::Model;
 

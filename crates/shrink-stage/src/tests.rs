@@ -48,3 +48,21 @@ fn needs_data_says_which_key_to_add() {
         "stage `prune` needs data (fine-tuning): add `data.train` to the pipeline's [data] table"
     );
 }
+
+#[test]
+fn globs_match_whole_names() {
+    use crate::glob_match;
+    for (p, n, want) in [
+        ("fc*", "fc1", true),
+        ("fc*", "xfc1", false),
+        ("*conv*", "features.conv2.weight", true),
+        ("fc?", "fc12", false),
+        ("fc?", "fc1", true),
+        ("*", "", true),
+        ("a*b*c", "axxbyyc", true),
+        ("a*b*c", "axxbyy", false),
+        ("", "a", false),
+    ] {
+        assert_eq!(glob_match(p, n), want, "{p} vs {n}");
+    }
+}

@@ -20,6 +20,8 @@
 //! - [`Executor::write_back`] stores the effective (masked, tied, quantised)
 //!   parameters into their initializers with `Tensor::set_f32` (float32 stays
 //!   float32); nothing else of the graph changes.
+//! - Pipelines: [`FineTuneConfig`] is the `finetune` TOML table every
+//!   training stage accepts (same keys, defaults and errors everywhere).
 //! - Training: [`Executor::train_step`] with a [`Loss`] (cross-entropy or
 //!   distillation) and an [`Optimizer`] (SGD with momentum and decay, Adam,
 //!   AdamW, PyTorch defaults); [`FineTune`] runs epochs with shuffling,
@@ -31,6 +33,7 @@
 //! burn panics that slip past the checks are caught and returned as
 //! [`TrainError::Backend`].
 
+mod config;
 mod error;
 mod exec;
 mod finetune;
@@ -43,6 +46,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
+pub use config::FineTuneConfig;
 pub use error::TrainError;
 pub use exec::{Executor, ParamInfo, Snapshot, Ste, SteFn};
 pub use finetune::{EpochInfo, FineTune, FineTuneReport, NoProgress, Progress, StepInfo, accuracy};
