@@ -151,6 +151,12 @@ impl FineTuneConfig {
         on_step: &mut dyn FnMut(usize, usize, f32),
         on_epoch: &mut dyn FnMut(&EpochInfo),
     ) -> Result<FineTuneReport, TrainError> {
+        if self.validation > 0 && self.validation >= train.len() {
+            return Err(TrainError::config(
+                "finetune.validation",
+                format!("holds out {} samples but the training set has only {}", self.validation, train.len()),
+            ));
+        }
         let split = if self.validation > 0 {
             Some(train_val_split(train.len(), Holdout::Count(self.validation), ft.seed)?)
         } else {

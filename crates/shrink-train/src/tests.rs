@@ -445,3 +445,23 @@ fn training_is_deterministic_and_learns_a_tiny_task() {
     assert_eq!(a, b);
     assert!(a[29] < a[0] * 0.8, "loss {} -> {}", a[0], a[29]);
 }
+
+#[test]
+fn finetune_table_reads_keys_and_names_bad_ones() {
+    use crate::FineTuneConfig;
+    let t: toml::Table =
+        toml::from_str("epochs = 3\nlr = 0.05\nschedule = \"step\"\nstep_every = 2\noptimizer = \"adam\"\nvalidation = 0")
+            .unwrap();
+    let cfg = FineTuneConfig::from_toml(&t).unwrap();
+    let ft = cfg.to_finetune(9).unwrap();
+    assert_eq!((ft.epochs, ft.seed, ft.lr.base), (3, 9, 0.05));
+    assert_eq!(ft.lr.schedule, LrSchedule::Step { every_epochs: 2, gamma: 0.1 });
+    assert!(matches!(ft.optimizer, OptimizerKind::Adam { .. }));
+
+    let bad: toml::Table = toml::from_str("epoch = 3").unwrap();
+    let err = FineTuneConfig::from_toml(&bad).unwrap_err().to_string();
+    assert!(err.contains("epoch"), "{err}");
+    let bad: toml::Table = toml::from_str("optimizer = \"lbfgs\"").unwrap();
+    let err = FineTuneConfig::from_toml(&bad).unwrap().to_finetune(0).unwrap_err().to_string();
+    assert!(err.contains("finetune.optimizer") && err.contains("lbfgs"), "{err}");
+}
