@@ -111,6 +111,26 @@ fn internal_crates_follow_the_manifest_conventions() {
 }
 
 #[test]
+fn stage_crates_depend_on_no_other_stage_nor_on_the_pipeline_or_tract() {
+    let stages: Vec<String> = manifests()
+        .into_iter()
+        .filter(|(_, path, _)| path.parent().and_then(|p| p.parent()).is_some_and(|p| p.ends_with("crates/stages")))
+        .map(|(name, _, _)| name)
+        .collect();
+    assert!(!stages.is_empty(), "no stage crates found under crates/stages");
+    for (name, _, text) in manifests().into_iter().filter(|(n, _, _)| stages.contains(n)) {
+        let deps = normal_deps(&text);
+        for line in deps.lines() {
+            let dep = line.split(['.', ' ', '=']).next().unwrap_or("");
+            let banned = stages.iter().any(|s| s == dep)
+                || ["shrink-pipeline", "shrink-verify", "shrink-cli"].contains(&dep)
+                || dep.starts_with("tract");
+            assert!(!banned, "stage crate {name} depends on {dep}");
+        }
+    }
+}
+
+#[test]
 fn every_stage_crate_has_test_data() {
     let Ok(rd) = std::fs::read_dir(root().join("crates/stages")) else { return };
     for e in rd {
