@@ -1,91 +1,275 @@
-//! `cargo xtask bench train`: trainer speed (steps/s at batch 64, 1 and 2
-//! threads, peak memory) for LeNet-300-100 and LeNet-5, with PyTorch's speed
-//! measured in the same invocation when `import torch` works (the fixtures
-//! venv, or the system python). Writes the table to BENCHMARKS.md.
+//! `cargo xtask bench [NAME...] [--quick]`: runs the benchmark pipelines and
+//! the trainer-speed bench, and writes their sections of BENCHMARKS.md and
+//! `bench/results.json`.
+//!
+//! A pipeline bench is a file in `pipelines/` plus a title and the published
+//! figure it is measured against ([`PIPELINES`]). It runs through the `shrink`
+//! binary (`shrink run --force`), and its section of BENCHMARKS.md is the
+//! run's own `report.md` (every figure there was measured by tract in that
+//! run) under the command that reproduces it. Benches whose pipeline file does
+//! not exist yet are skipped: rows for absent stages are simply absent.
+//!
+//! `--quick` applies the `quick` overrides of the pipeline's case in
+//! `tests/golden.toml` (fewer epochs, data subsets) and runs the dev build
+//! that `cargo test` already made; the full run uses the release build.
+//! Quick results go to `bench/results-quick.json` and never into BENCHMARKS.md.
+//!
+//! Sections of BENCHMARKS.md sit between `<!-- bench:NAME -->` and
+//! `<!-- /bench:NAME -->` markers; a bench replaces only its own section.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
 
-use crate::{cache_dir, project_root};
+use crate::project_root;
 
-const MODELS: &[&str] = &["lenet-300-100", "lenet-5"];
-const THREADS: &[usize] = &[1, 2];
+/// A benchmark pipeline.
+struct PipelineBench {
+    name: &'static str,
+    pipeline: &'static str,
+    title: &'static str,
+    /// The published (or previously measured) figure this row answers.
+    anchor: &'static str,
+}
+
+const PIPELINES: &[PipelineBench] = &[
+    PipelineBench {
+        name: "deep-compression-lenet-300-100",
+        pipeline: "pipelines/deep-compression-lenet-300-100.toml",
+        title: "Deep Compression, LeNet-300-100 (prune → k-means → Huffman)",
+        anchor: "Han et al. 2016: 40× smaller, 1.64 % → 1.58 % test error.",
+    },
+    PipelineBench {
+        name: "deep-compression-lenet-5",
+        pipeline: "pipelines/deep-compression-lenet-5.toml",
+        title: "Deep Compression, LeNet-5 (prune → k-means → Huffman)",
+        anchor: "Han et al. 2016: 39× smaller, 0.80 % → 0.74 % test error.",
+    },
+    PipelineBench {
+        name: "prune-lenet-300-100",
+        pipeline: "pipelines/prune-lenet-300-100.toml",
+        title: "Magnitude pruning, LeNet-300-100",
+        anchor: "Han et al. 2015: 12× fewer weights, 1.64 % → 1.59 % test error.",
+    },
+    PipelineBench {
+        name: "prune-lenet-5",
+        pipeline: "pipelines/prune-lenet-5.toml",
+        title: "Magnitude pruning, LeNet-5",
+        anchor: "Han et al. 2015: 12× fewer weights, 0.80 % → 0.77 % test error.",
+    },
+    PipelineBench {
+        name: "prune-structured-convnet-mix",
+        pipeline: "pipelines/prune-structured-convnet-mix.toml",
+        title: "Structured (channel) pruning, convnet-mix",
+        anchor: "Target: ≥ 2× faster in tract at batch 1 and 64, ≤ 1 pp accuracy drop.",
+    },
+    PipelineBench {
+        name: "quantize-int8-lenet-5",
+        pipeline: "pipelines/quantize-int8-lenet-5.toml",
+        title: "int8 static quantisation, LeNet-5",
+        anchor: "Target: ≤ 0.3 pp drop, file ≤ 0.27× the f32 file.",
+    },
+    PipelineBench {
+        name: "quantize-int8-convnet-mix",
+        pipeline: "pipelines/quantize-int8-convnet-mix.toml",
+        title: "int8 static quantisation, convnet-mix",
+        anchor: "Target: ≤ 0.3 pp drop, file ≤ 0.27× the f32 file.",
+    },
+    PipelineBench {
+        name: "quantize-linear4-lenet-5",
+        pipeline: "pipelines/quantize-linear4-lenet-5.toml",
+        title: "4-bit linear per-channel quantisation with QAT, LeNet-5",
+        anchor: "Target: ≤ 0.5 pp drop.",
+    },
+    PipelineBench {
+        name: "quantize-binary-lenet-300-100",
+        pipeline: "pipelines/quantize-binary-lenet-300-100.toml",
+        title: "Binary weights (BinaryConnect), LeNet-300-100",
+        anchor: "Courbariaux et al. 2015: 1.29 % for a larger MLP; target ≤ 2.0 %.",
+    },
+];
+
+const USAGE: &str = "usage: cargo xtask bench [NAME...] [--quick]   (NAME: train or a pipeline bench; none: all)";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    match args.first().map(String::as_str) {
-        Some("train") => train(),
-        _ => anyhow::bail!("usage: cargo xtask bench train"),
+    let quick = args.iter().any(|a| a == "--quick");
+    let names: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--quick").collect();
+    if names.iter().any(|n| n.starts_with('-')) {
+        anyhow::bail!("{USAGE}");
     }
-}
-
-fn field(line: &str, key: &str) -> Option<f64> {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
-}
-
-fn output_line(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
-    anyhow::ensure!(out.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().rev().find(|l| l.contains("steps_per_s=")).map(str::to_string).context("no steps_per_s line")
-}
-
-fn torch_python() -> Option<PathBuf> {
-    let venv = cache_dir().join("venv-fixtures/bin/python");
-    [venv, PathBuf::from("python3")]
-        .into_iter()
-        .find(|py| Command::new(py).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success()))
-}
-
-fn train() -> anyhow::Result<()> {
+    for n in &names {
+        anyhow::ensure!(
+            *n == "train" || PIPELINES.iter().any(|p| p.name == *n),
+            "unknown bench `{n}`; known: train, {}\n{USAGE}",
+            PIPELINES.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let all = names.is_empty();
+    if (all && !quick) || names.contains(&"train") {
+        crate::bench_train::train()?;
+    }
     let root = project_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::run_cmd(Command::new(&cargo).current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "shrink-train",
-        "--example",
-        "bench_train",
-    ]))?;
-    let bin = crate::plugins::target_dir(&cargo)?.join("release/examples/bench_train");
-    let python = torch_python();
-    let script = root.join("xtask/scripts/bench_train_torch.py");
-    let mut rows = Vec::new();
-    for model in MODELS {
-        for &threads in THREADS {
-            let file = root.join(format!("fixtures/models/{model}.onnx"));
-            let line = output_line(
-                Command::new(&bin).current_dir(&root).arg(&file).env("RAYON_NUM_THREADS", threads.to_string()),
-            )?;
-            let ours = field(&line, "steps_per_s").context("steps_per_s")?;
-            let rss = field(&line, "peak_rss_mb").unwrap_or(f64::NAN);
-            let torch = match &python {
-                Some(py) => {
-                    let l = output_line(Command::new(py).arg(&script).args([
-                        "--model",
-                        model,
-                        "--threads",
-                        &threads.to_string(),
-                    ]))?;
-                    field(&l, "steps_per_s")
-                }
-                None => None,
-            };
-            println!(
-                "{model:<14} threads {threads}: shrink-train {ours:8.1} steps/s, peak {rss:6.1} MB{}",
-                torch.map(|t| format!(", PyTorch {t:8.1} steps/s, ratio {:.2}", ours / t)).unwrap_or_default()
-            );
-            rows.push((model, threads, ours, rss, torch));
+    let golden = read_golden(&root)?;
+    let benches: Vec<&PipelineBench> = PIPELINES.iter().filter(|p| all || names.contains(&p.name)).collect();
+    let shrink = if benches.is_empty() { None } else { Some(build_shrink(quick)?) };
+    let mut failed = Vec::new();
+    for b in benches {
+        if !root.join(b.pipeline).is_file() {
+            println!("skipping {}: {} does not exist yet", b.name, b.pipeline);
+            continue;
+        }
+        let sets = if quick { quick_sets(&golden, b.pipeline) } else { Vec::new() };
+        let out = format!("out/bench{}/{}", if quick { "-quick" } else { "" }, b.name);
+        let mut cmd = Command::new(shrink.as_ref().expect("built above"));
+        cmd.current_dir(&root).args(["run", b.pipeline, "--force", "--set", &format!("pipeline.output={out}")]);
+        for s in &sets {
+            cmd.args(["--set", s]);
+        }
+        println!("bench {}: {:?}", b.name, cmd);
+        let t0 = std::time::Instant::now();
+        if let Err(e) = crate::run_cmd(&mut cmd) {
+            println!("bench {} failed: {e:#}", b.name);
+            failed.push(b.name);
+            continue;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let report_json = std::fs::read_to_string(root.join(&out).join("report.json"))
+            .with_context(|| format!("reading {out}/report.json"))?;
+        let report: serde_json::Value =
+            serde_json::from_str(&report_json).with_context(|| format!("parsing {out}/report.json"))?;
+        record_result(&root, quick, b.name, secs, &sets, report)?;
+        if !quick {
+            let md = std::fs::read_to_string(root.join(&out).join("report.md"))
+                .with_context(|| format!("reading {out}/report.md"))?;
+            write_section(&root.join("BENCHMARKS.md"), b.name, &section(b, &md, secs))?;
         }
     }
-    write_markdown(&root.join("BENCHMARKS.md"), &rows, python.is_some())
+    anyhow::ensure!(failed.is_empty(), "benches failed: {}", failed.join(", "));
+    Ok(())
 }
 
-type Row<'a> = (&'a &'a str, usize, f64, f64, Option<f64>);
+/// `report.md` under the bench's title, anchor and command; its headings
+/// moved two levels down.
+fn section(b: &PipelineBench, report_md: &str, secs: f64) -> String {
+    let body: String = report_md
+        .lines()
+        .skip_while(|l| l.starts_with("# ") || l.trim().is_empty())
+        .map(|l| if l.starts_with('#') { format!("##{l}\n") } else { format!("{l}\n") })
+        .collect();
+    format!(
+        "## {}\n\n`cargo xtask bench {}` (runs `shrink run {}`; {:.0} s here). {}\n\n{}\n{body}",
+        b.title,
+        b.name,
+        b.pipeline,
+        secs,
+        b.anchor,
+        machine_line()
+    )
+}
 
-fn write_markdown(path: &Path, rows: &[Row<'_>], torch: bool) -> anyhow::Result<()> {
+/// Builds `shrink` (dev profile for quick runs: the build `cargo test` made;
+/// release otherwise) and returns the binary's path.
+fn build_shrink(quick: bool) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(project_root()).args(["build", "-p", "shrink-cli"]);
+    if !quick {
+        cmd.arg("--release");
+    }
+    crate::run_cmd(&mut cmd)?;
+    let dir = crate::plugins::target_dir(&cargo)?;
+    Ok(dir.join(if quick { "debug" } else { "release" }).join(format!("shrink{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn read_golden(root: &Path) -> anyhow::Result<toml::Table> {
+    let path = root.join("tests/golden.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The `quick` overrides of the golden case for `pipeline`.
+fn quick_sets(golden: &toml::Table, pipeline: &str) -> Vec<String> {
+    let cases = golden.get("case").and_then(|c| c.as_array()).cloned().unwrap_or_default();
+    cases
+        .iter()
+        .filter_map(|c| c.as_table())
+        .find(|c| c.get("pipeline").and_then(|p| p.as_str()) == Some(pipeline))
+        .and_then(|c| c.get("quick").and_then(|q| q.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+fn record_result(
+    root: &Path,
+    quick: bool,
+    name: &str,
+    secs: f64,
+    sets: &[String],
+    report: serde_json::Value,
+) -> anyhow::Result<()> {
+    let dir = root.join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(if quick { "results-quick.json" } else { "results.json" });
+    let mut all: serde_json::Map<String, serde_json::Value> = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+        Err(_) => serde_json::Map::new(),
+    };
+    all.insert(
+        name.to_string(),
+        serde_json::json!({
+            "git": git_rev(),
+            "machine": machine_line(),
+            "seconds": secs,
+            "overrides": sets,
+            "report": report,
+        }),
+    );
+    let text = serde_json::to_string_pretty(&all).context("encoding results")? + "\n";
+    write_atomic(&path, &text)
+}
+
+/// Replaces the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`
+/// in `path` (appending the section when it is not there yet).
+pub(crate) fn write_section(path: &Path, name: &str, body: &str) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nEvery figure here is written by the command above its table; rerun it to reproduce.\n"
+            .to_string()
+    });
+    let (open, close) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
+    let block = format!("{open}\n{}\n{close}", body.trim_end());
+    let new = match (old.find(&open), old.find(&close)) {
+        (Some(a), Some(b)) if b > a => format!("{}{block}{}", &old[..a], &old[b + close.len()..]),
+        _ => format!("{}\n{block}\n", old.trim_end()),
+    };
+    write_atomic(path, &new)?;
+    println!("wrote the `{name}` section of {}", path.display());
+    Ok(())
+}
+
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn git_rev() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(project_root())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// "Machine: CPU, N cores; git REV; DATE" for the head of a section.
+pub(crate) fn machine_line() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -95,27 +279,11 @@ fn write_markdown(path: &Path, rows: &[Row<'_>], torch: bool) -> anyhow::Result<
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let rev = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let mut md = String::from(
-        "# Benchmarks\n\nEvery figure here is written by the command above its table; rerun it to reproduce.\n\n",
-    );
-    md.push_str("## Trainer speed\n\n`cargo xtask bench train`\n\n");
-    md.push_str(&format!("Machine: {cpu}, {cores} cores; git {rev}. SGD (momentum 0.9), batch 64, MNIST training set, 200 timed steps after 20 warm-up steps; shrink-train is burn 0.22 (flex CPU backend, autodiff) over the fixture ONNX models, release build.{}\n\n",
-        if torch { " PyTorch: the same networks, same optimizer and batch, in the same invocation (xtask/scripts/bench_train_torch.py)." } else { " PyTorch was not importable, so its column is empty." }));
-    md.push_str("| model | threads | shrink-train steps/s | peak RSS MB | PyTorch steps/s | ratio |\n|---|---|---|---|---|---|\n");
-    for (model, threads, ours, rss, t) in rows {
-        md.push_str(&format!(
-            "| {model} | {threads} | {ours:.1} | {rss:.0} | {} | {} |\n",
-            t.map(|t| format!("{t:.1}")).unwrap_or_else(|| "-".into()),
-            t.map(|t| format!("{:.2}", ours / t)).unwrap_or_else(|| "-".into())
-        ));
-    }
-    std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
-    Ok(())
+    format!("Machine: {cpu}, {cores} cores; git {}; {date}", git_rev())
 }

@@ -5,6 +5,7 @@
 //! tract), `fuzz` (the loader's cargo-fuzz target). Keep dependencies few.
 
 mod bench;
+mod bench_train;
 mod codegen;
 mod data;
 mod fixtures;
@@ -18,7 +19,11 @@ const HELP: &str = "\
 cargo xtask <TASK>
 
 TASKS:
-    bench train          trainer speed (steps/s, peak memory) vs PyTorch; writes BENCHMARKS.md
+    bench [NAME...] [--quick]
+                         run the benchmark pipelines (release build) and `train` (trainer speed vs
+                         PyTorch); write their sections of BENCHMARKS.md and bench/results.json.
+                         --quick: the golden cases' quick overrides (tests/golden.toml), dev build,
+                         results to bench/results-quick.json only. No NAME: every bench
     codegen              regenerate crates/shrink-graph/src/onnx/generated.rs from proto/onnx.proto
     onnx-suite [FILTER]  download the onnx==1.22.0 wheel from PyPI, unpack its backend test data into
                          a cache folder, round-trip every model through the IR and compare tract outputs;
