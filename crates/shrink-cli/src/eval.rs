@@ -82,8 +82,9 @@ fn input_spec(args: &EvalArgs) -> anyhow::Result<InputSpec> {
     Ok(InputSpec { shape: args.input_shape.clone(), dims })
 }
 
+/// An ONNX file, or a `.shrink` file unpacked in memory.
 fn load_model(path: &Path) -> anyhow::Result<Model> {
-    Ok(Model::load(path)?)
+    crate::pack::load_model(path)
 }
 
 /// Loads the dataset laid out for a model whose samples have `sample` shape.

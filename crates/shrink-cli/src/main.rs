@@ -5,7 +5,9 @@
 mod eval;
 mod finetune;
 mod info;
+mod pack;
 mod run;
+mod sensitivity;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,12 +82,40 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Prune each layer alone by weight magnitude at 10 %, 20 %, ... 90 % (no
+    /// fine-tuning), measure test accuracy in tract, print the table and write
+    /// the curves as an SVG: which layers tolerate pruning, to choose per-layer
+    /// sparsities for a `prune` stage.
+    ///
+    /// Example: shrink sensitivity fixtures/models/lenet-5.onnx --data mnist --limit 2000
+    Sensitivity(sensitivity::SensitivityArgs),
     /// List the stage kinds a plugin library offers (after checking its ABI).
     ///
     /// Use one in a pipeline as `kind = "plugin"`, `path = "..."`, `stage = "<kind>"`.
     Plugins {
         /// The plugin's shared library (e.g. target/plugins/libshrink_plugin_fold_bn.so).
         path: PathBuf,
+    },
+    /// Pack a model into a .shrink file: Deep Compression's storage (sparse
+    /// relative indices and cluster ids, Huffman coded; see docs/format.md).
+    ///
+    /// A float tensor with few distinct non-zero values (pruned and clustered)
+    /// is stored as a codebook and ids; dense tensors that gain nothing stay
+    /// raw. Every choice is made per tensor by size. `shrink unpack` restores
+    /// the ONNX model bit for bit; `eval` and `compare` read .shrink files directly.
+    ///
+    /// Example: shrink pack out/pruned.onnx -o out/pruned.shrink
+    Pack(pack::PackArgs),
+    /// Unpack a .shrink file into the ONNX model it was packed from (bit-exact).
+    /// A corrupted or truncated file is an error naming what is wrong.
+    ///
+    /// Example: shrink unpack out/pruned.shrink -o out/unpacked.onnx
+    Unpack {
+        /// The .shrink file.
+        model: PathBuf,
+        /// The ONNX file to write (never the input).
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Measure two models in one run, interleaved, and print them side by
     /// side with ratios: size, latency, accuracy delta, and the agreement of B
@@ -115,6 +145,9 @@ fn main() -> ExitCode {
             run::run(&pipeline, &set, &shrink_pipeline::RunOptions { from_stage, dry_run, force })
         }
         Command::Compare { a, b, args } => eval::run_compare(&a, &b, &args),
+        Command::Pack(args) => pack::run_pack(&args),
+        Command::Sensitivity(args) => sensitivity::run(&args),
+        Command::Unpack { model, output } => pack::run_unpack(&model, &output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@ pub mod builder;
 mod error;
 mod export;
 mod graph;
+pub mod groups;
 mod import;
 mod io;
 pub mod onnx;

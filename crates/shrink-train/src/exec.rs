@@ -438,7 +438,15 @@ impl Executor {
         for i in 0..self.params.len() {
             let p = &self.params[i];
             let (w, _) = self.effective(i, false)?;
-            let h = w.to_host();
+            let mut h = w.to_host();
+            if p.mask.is_some() {
+                // A pruned negative weight times its 0 mask is -0.0: store +0.0,
+                // so pruned entries are the same bits as every other zero (the
+                // huffman stage's sparse encoding relies on it).
+                for v in h.data.iter_mut().filter(|v| **v == 0.0) {
+                    *v = 0.0;
+                }
+            }
             if !graph.contains(p.node) {
                 return Err(TrainError::param(&p.name, "its initializer is gone from the graph"));
             }

@@ -277,7 +277,10 @@ fn mask_keeps_pruned_weights_exactly_zero() {
     ex.write_back(&mut g).unwrap();
     let wt = g.weight(g.find_value(&names[0]).unwrap()).unwrap();
     assert_eq!(wt.dtype(), DataType::Float);
-    assert_eq!(wt.to_f32().unwrap(), w);
+    let stored = wt.to_f32().unwrap();
+    assert_eq!(stored, w);
+    // Pruned entries are +0.0 (not -0.0, which a negative weight times 0 gives).
+    assert!(stored.iter().zip(&keep).all(|(&v, &k)| k || v.to_bits() == 0), "a pruned weight was stored as -0.0");
 }
 
 #[test]
