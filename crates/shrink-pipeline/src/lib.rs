@@ -19,7 +19,7 @@ mod tests;
 
 pub use config::{Pipeline, PipelineFile};
 pub use error::PipelineError;
-pub use report::{Report, Row};
+pub use report::{Report, Row, STORED_BYTES};
 pub use runner::{CODE_VERSION, RunOptions, RunOutcome, run};
 use shrink_stage::Registry;
 

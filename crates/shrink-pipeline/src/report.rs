@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use shrink_stage::StageReport;
 use shrink_verify::{AgreementReport, LatencyReport, SizeReport};
 
+/// The stage figure naming the bytes of a container the stage stored the
+/// model in (the huffman stage's `.shrink`); the report shows it as the row's size.
+pub const STORED_BYTES: &str = "stored_bytes";
+
 /// What tract measured about one model state, and what the stage said.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Row {
@@ -84,7 +88,12 @@ impl Report {
                 (Some(a), Some(b)) => format!("{:+.2}", (a - b) * 100.0),
                 _ => "-".into(),
             };
-            let ratio = base.map(|b| r.size.onnx_bytes as f64 / b.size.onnx_bytes.max(1) as f64).unwrap_or(1.0);
+            // A stage that stores the model in its own container (the huffman
+            // stage's .shrink) reports `stored_bytes`: that file is what a user
+            // ships, so it is the size this row shows (marked †).
+            let stored = r.stage.as_ref().and_then(|s| s.figures.get(STORED_BYTES)).map(|&b| b as u64);
+            let bytes = stored.unwrap_or(r.size.onnx_bytes);
+            let ratio = base.map(|b| bytes as f64 / b.size.onnx_bytes.max(1) as f64).unwrap_or(1.0);
             let (agree, diff) = match &r.agreement {
                 Some(a) => (format!("{:.2} %", a.top1_agreement * 100.0), format!("{:.2e}", a.max_abs_diff)),
                 None => ("-".into(), "-".into()),
@@ -101,7 +110,7 @@ impl Report {
                 r.nodes,
                 r.size.params,
                 r.size.nonzero_params,
-                r.size.onnx_bytes,
+                if stored.is_some() { format!("{bytes} †") } else { bytes.to_string() },
                 ratio
             );
             for b in &batches {
@@ -117,6 +126,12 @@ impl Report {
             out.push('\n');
         }
         let _ = writeln!(out);
+        if self.rows.iter().any(|r| r.stage.as_ref().is_some_and(|s| s.figures.contains_key(STORED_BYTES))) {
+            let _ = writeln!(
+                out,
+                "† the size of the file the stage stored the model in (e.g. `model.shrink`); `shrink unpack` gives back the ONNX model measured in that row.\n"
+            );
+        }
         for r in self.rows.iter().filter(|r| r.stage.is_some()) {
             let s = r.stage.as_ref().expect("filtered");
             let _ = writeln!(out, "- step {} `{}`: {}", r.step, r.kind, s.summary);

@@ -223,3 +223,25 @@ fn the_accuracy_gate_fails_loudly_after_writing_reports() {
     assert!(err.to_string().contains("more than verify.max_accuracy_drop = 1.000 pp"), "{err}");
     assert!(out.join("report.md").exists() && out.join("model.onnx").exists());
 }
+
+#[test]
+fn a_stored_container_is_the_size_its_row_shows() {
+    let row = |step: usize, kind: &str, stage: &str| {
+        format!(
+            r#"{{"step":{step},"kind":"{kind}","accuracy":0.98,"samples":100,"agreement":null,"nodes":5,
+            "size":{{"onnx_bytes":1000,"params":250,"nonzero_params":250,"weight_bytes":1000}},
+            "latency":[],"latency_ratio":[],"stage":{stage},"seconds":0.0,"hash":""}}"#
+        )
+    };
+    let stage = r#"{"summary":"packed","layers":[],"figures":{"stored_bytes":40.0},"files":["model.shrink"]}"#;
+    let json = format!(
+        r#"{{"pipeline":"p","model":"m.onnx","seed":1,"data":"mnist test","rows":[{},{}]}}"#,
+        row(0, "original", "null"),
+        row(1, "huffman", stage)
+    );
+    let report: crate::Report = serde_json::from_str(&json).unwrap();
+    let md = report.markdown();
+    assert!(md.contains("| 40 † | 0.040x |"), "{md}");
+    assert!(md.contains("| 1000 | 1.000x |"), "{md}");
+    assert!(md.contains("† the size of the file the stage stored the model in"), "{md}");
+}
