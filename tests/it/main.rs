@@ -3,6 +3,7 @@
 
 mod cli;
 mod errors;
+mod golden;
 mod huffman;
 mod info;
 mod int8;
