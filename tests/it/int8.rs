@@ -210,14 +210,18 @@ fn golden_op_sequence_of_each_form() {
     let train = mnist(Split::Train);
     let float = small_cnn();
     let mut dump = String::new();
-    for form in ["weight-only", "qdq", "qlinear", "dynamic"] {
-        let (q, _) = quantize(&float, &format!("form = \"{form}\"\ncalibration_samples = 32\nkeep_float = []"), &train);
-        dump += &format!("{form}: {}\n", op_types(&q));
+    for (form, act) in
+        [("weight-only", "int8"), ("qdq", "int8"), ("qlinear", "int8"), ("qlinear", "uint8"), ("dynamic", "int8")]
+    {
+        let params =
+            format!("form = \"{form}\"\nactivation_type = \"{act}\"\ncalibration_samples = 32\nkeep_float = []");
+        let (q, _) = quantize(&float, &params, &train);
+        dump += &format!("{form} {act}: {}\n", op_types(&q));
     }
     expect_test::expect![[r#"
         weight-only: DequantizeLinear Conv Relu MaxPool DequantizeLinear Conv Relu MaxPool Flatten DequantizeLinear Gemm Relu DequantizeLinear Gemm
         qdq: DequantizeLinear QuantizeLinear DequantizeLinear Conv Relu MaxPool DequantizeLinear QuantizeLinear DequantizeLinear Conv Relu MaxPool Flatten DequantizeLinear QuantizeLinear DequantizeLinear Gemm Relu DequantizeLinear QuantizeLinear DequantizeLinear Gemm
-        qlinear: QuantizeLinear QLinearConv MaxPool QLinearConv MaxPool Flatten QLinearMatMul DequantizeLinear Add Relu QuantizeLinear QLinearMatMul DequantizeLinear Add
+        qlinear: QuantizeLinear QLinearConv DequantizeLinear Relu MaxPool QuantizeLinear QLinearConv DequantizeLinear Relu MaxPool Flatten QuantizeLinear QLinearMatMul DequantizeLinear Add Relu QuantizeLinear QLinearMatMul DequantizeLinear Add
         dynamic: DynamicQuantizeLinear ConvInteger Cast Mul Mul Add Relu MaxPool DynamicQuantizeLinear ConvInteger Cast Mul Mul Add Relu MaxPool Flatten DynamicQuantizeLinear MatMulInteger Cast Mul Mul Add Relu DynamicQuantizeLinear MatMulInteger Cast Mul Mul Add
     "#]].assert_eq(&dump);
 }

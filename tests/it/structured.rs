@@ -297,6 +297,24 @@ fn flatten_gemm() {
     assert_eq!(weight_dims(&p, "fc2.weight"), [3, 5]);
 }
 
+/// The flatten PyTorch's dynamo exporter writes: `ReduceMean` over H, W
+/// (keepdims) and `Reshape` to `[-1, C]`: the literal C is rewritten.
+#[test]
+fn reduce_mean_reshape_gemm() {
+    let (mut b, x) = B::new(3, 4);
+    let a = b.conv(x, "c1", 3, 6, 3, 1);
+    let a = b.relu(a);
+    let m = b.op("ReduceMean", &[a], vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 1)]);
+    let shape = ValueRef(b.g.add_weight(Tensor::from_i64("shape", &[2], &[-1, 6])), 0);
+    let f = b.op("Reshape", &[m, shape], vec![]);
+    let y = linear(&mut b.g, &mut b.rng, f, "fc", 6, 3);
+    b.output(y);
+    let (_, p) = check(&b.model(), &[2, 3, 4, 4], 1);
+    assert_eq!(weight_dims(&p, "fc.weight"), [3, 3]);
+    let s = p.graph.weights().find(|(_, t)| t.name() == "shape").unwrap().1.to_i64().unwrap();
+    assert_eq!(s, [-1, 3]);
+}
+
 #[test]
 fn se_mul() {
     let (mut b, x) = B::new(3, 5);

@@ -9,7 +9,9 @@
 //! Ops then either pass channels through (BatchNormalization, ReLU and the
 //! other element-wise activations, pooling, depthwise `Conv` with
 //! `group = channels`, `Flatten` to a `Gemm`, where each channel becomes a
-//! block of H×W features, `Unsqueeze`/`Squeeze` of trailing axes), arrange
+//! block of H×W features, and a `Reshape` that flattens the same way,
+//! `ReduceMean`/`ReduceMax` over the axes after the channels,
+//! `Unsqueeze`/`Squeeze` of trailing axes), arrange
 //! them (`Concat` and `Split` on the channel axis), or couple them: the two
 //! operands of `Add`/`Sub`/`Mul`/`Div`/`Max`/`Min` (residual additions,
 //! squeeze-and-excitation gates) have their classes merged position by
@@ -18,14 +20,14 @@
 //!
 //! A class is *blocked* (never pruned; the reason is kept for `debug!` logs)
 //! when it reaches a graph output, is read by an op the analysis does not
-//! know, by a `Reshape`/`Transpose`/`Shape`/`Slice` (a changed layout), by a
+//! know, by a `Transpose`/`Shape`/`Slice` or another `Reshape` (a changed layout), by a
 //! grouped conv that is not depthwise, or comes from a graph input.
 //!
 //! The analysis also lists the [`Rewrite`]s that removing channels needs:
 //! which constant to slice along which axis (producer weights and biases,
 //! consumer input channels or features, BatchNormalization parameters,
 //! per-channel constants of element-wise ops), depthwise `group` attributes
-//! and `Split` sizes. It never changes the graph.
+//! `Split` sizes and flattening `Reshape` shapes. It never changes the graph.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -72,6 +74,9 @@ pub enum Rewrite {
     Group { op: NodeId, layout_of: ValueRef },
     /// Recompute the split sizes of a `Split` on the channel axis from its outputs' layouts.
     SplitSizes { op: NodeId, axis: usize },
+    /// Set entry `index` of the shape constant of a flattening `Reshape` to
+    /// the kept positions of its output's layout.
+    ReshapeDim { op: NodeId, index: usize, layout_of: ValueRef },
 }
 
 /// Channels that are pruned together.
@@ -494,6 +499,25 @@ impl Walk<'_> {
                 }
                 self.lay.insert(out, Layout { rank: out_rank.unwrap_or(l.rank), ..l });
             }
+            "ReduceMean" | "ReduceMax" if op.outputs.len() == 1 => {
+                // a global pool written as a reduction over the axes after the channels
+                let Some(l) = xl else { return self.unknown(id, "") };
+                let axes = op
+                    .attr_ints("axes")
+                    .map(<[i64]>::to_vec)
+                    .or_else(|| self.const_ints(ins.get(1).copied().flatten()));
+                let keep = op.attr_int("keepdims").unwrap_or(1) != 0;
+                let ok = l.inner == 1
+                    && axes.as_ref().is_some_and(|a| {
+                        !a.is_empty() && a.iter().all(|&x| (if x < 0 { x + l.rank as i64 } else { x }) > l.axis as i64)
+                    });
+                if !ok {
+                    return self.unknown(id, &format!("{t} `{}` reduces the channel axis", op.label()));
+                }
+                let rank = if keep { l.rank } else { l.rank - axes.map_or(0, |a| a.len()) };
+                self.lay.insert(out, Layout { rank, ..l });
+            }
+            "Reshape" => self.reshape(id, op, &ins),
             _ => {
                 let reason = format!("op `{}` ({t}) is not understood by the channel analysis", op.label());
                 self.unknown(id, &reason);
@@ -657,6 +681,42 @@ impl Walk<'_> {
         }
     }
 
+    /// A `Reshape` that flattens `[N, C, ...]` to `[N, C·...]` (the flatten
+    /// PyTorch's dynamo exporter writes): like `Flatten`; a literal feature
+    /// count in the shape constant is rewritten. Any other reshape blocks.
+    fn reshape(&mut self, id: NodeId, op: &Op, ins: &[Option<ValueRef>]) {
+        let out = ValueRef(id, 0);
+        let blocked = format!("reshape `{}` changes the channel layout", op.label());
+        let x = ins.first().copied().flatten();
+        let (Some(x), Some(shape_v)) = (x, ins.get(1).copied().flatten()) else { return self.unknown(id, &blocked) };
+        let Some(l) = self.lay.get(&x).cloned() else { return self.unknown(id, &blocked) };
+        let Some(s) = self.const_ints(Some(shape_v)) else { return self.unknown(id, &blocked) };
+        let literal_zero = op.attr_int("allowzero").unwrap_or(0) != 0 && s.contains(&0);
+        if l.axis != 1 || l.inner != 1 || l.rank < 2 || s.len() != 2 || literal_zero {
+            return self.unknown(id, &blocked);
+        }
+        let c = l.classes.len() as i64;
+        let d = self.dims_of(x);
+        // elements per channel: from the shapes, else from a literal feature count, else from the reader
+        let spatial = match (&d, s[1]) {
+            (Some(d), _) => Some(d[2..].iter().product::<u64>()),
+            (None, f) if f > 0 && c > 0 && f % c == 0 => Some((f / c) as u64),
+            _ => self.spatial(x, out, &l),
+        };
+        let Some(spatial) = spatial else { return self.unknown(id, &blocked) };
+        let features = c * spatial as i64;
+        let batch_ok = |b: i64| b == 0 || d.as_ref().is_some_and(|d| b == d[0] as i64);
+        let rewrite = match (s[0], s[1]) {
+            (b, f) if f == features && (b == -1 || batch_ok(b)) => true,
+            (b, -1) if batch_ok(b) => false,
+            _ => return self.unknown(id, &blocked),
+        };
+        self.lay.insert(out, Layout { classes: l.classes, axis: 1, rank: 2, inner: spatial as usize });
+        if rewrite {
+            self.rewrites.push(Rewrite::ReshapeDim { op: id, index: 1, layout_of: out });
+        }
+    }
+
     fn split(&mut self, id: NodeId, op: &Op, ins: &[Option<ValueRef>]) {
         let x = ins.first().copied().flatten();
         let Some((x, l)) = x.and_then(|x| self.lay.get(&x).cloned().map(|l| (x, l))) else {
@@ -751,10 +811,10 @@ pub fn channel_groups(graph: &Graph) -> ChannelGroups {
             w.block_value(v, "reaches a graph output");
         }
     }
-    finish(graph, w)
+    finish(w)
 }
 
-fn finish(graph: &Graph, mut w: Walk<'_>) -> ChannelGroups {
+fn finish(mut w: Walk<'_>) -> ChannelGroups {
     // canonical class per union-find root, in order of first appearance
     let n = w.cls.parent.len();
     let roots: Vec<usize> = (0..n).map(|c| w.cls.find(c)).collect();
@@ -834,8 +894,6 @@ fn finish(graph: &Graph, mut w: Walk<'_>) -> ChannelGroups {
             }
         }
     }
-    // drop groups with no channels (cannot happen, but keep the invariant explicit)
-    let _ = graph;
     ChannelGroups { groups, class_group, layouts, rewrites: w.rewrites }
 }
 
@@ -925,6 +983,26 @@ mod tests {
             text.contains("group 1: 6 ch, producers [a], blocked: grouped conv `g2` (group 2) is not depthwise"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn reshapes_flatten_or_block() {
+        let (mut b, x) = B::new(3);
+        let a = b.conv(x, "a", 3, 6, 1);
+        let m = b.op("ReduceMean", "gap", &[a], vec![crate::builder::attr_ints("axes", &[2, 3])]);
+        let s = b.0.add_weight(Tensor::from_i64("s", &[2], &[-1, 6]));
+        let f = b.op("Reshape", "flat", &[m, ValueRef(s, 0)], vec![]);
+        let w = b.0.add_weight(Tensor::from_f32("fc.w", &[6, 2], &[0.5; 12]));
+        let y = b.op("MatMul", "fc", &[f, ValueRef(w, 0)], vec![]);
+        let text = b.dump(&[y]);
+        assert!(text.contains("group 1: 6 ch, producers [a], members [a:Producer, fc:Consumer]"), "{text}");
+        // a reshape that splits the channels blocks them
+        let (mut b, x) = B::new(3);
+        let a = b.conv(x, "a", 3, 6, 1);
+        let s = b.0.add_weight(Tensor::from_i64("s", &[4], &[1, 3, 2, 16]));
+        let r = b.op("Reshape", "r", &[a, ValueRef(s, 0)], vec![]);
+        let text = b.dump(&[r]);
+        assert!(text.contains("producers [a], blocked: reshape `r` changes the channel layout"), "{text}");
     }
 
     #[test]

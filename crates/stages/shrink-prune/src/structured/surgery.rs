@@ -1,12 +1,13 @@
 //! Physical removal of channels: slices every constant the channel analysis
-//! names, sets depthwise `group` attributes and `Split` sizes, and drops the
-//! stale `value_info` of values whose channel count changed.
+//! names, sets depthwise `group` attributes, `Split` sizes and flattening
+//! `Reshape` shapes, and drops the stale `value_info` of values whose channel
+//! count changed.
 
 use std::collections::HashSet;
 
-use shrink_graph::builder::attr_ints;
+use shrink_graph::builder::{attr_ints, tensor_info};
 use shrink_graph::groups::{ChannelGroups, Rewrite};
-use shrink_graph::{DataType, Graph, GraphError, NodeId, NodeKind, Tensor, ValueRef};
+use shrink_graph::{DataType, Dim, Graph, GraphError, NodeId, NodeKind, Tensor, ValueRef};
 use tracing::debug;
 
 /// Keeps, along `axis`, the positions `keep` of a tensor of `dims`.
@@ -44,10 +45,18 @@ fn fresh_name(graph: &Graph, base: &str) -> String {
 fn store_input(graph: &mut Graph, op: NodeId, slot: usize, v: ValueRef, mut tensor: Tensor) {
     let private = matches!(graph.node(v.0), NodeKind::Weight(_)) && graph.consumers(v).len() == 1;
     if private {
+        let name = graph.value_name(v).to_string();
         if let NodeKind::Weight(w) = graph.node_mut(v.0) {
-            tensor.proto.name = w.tensor.proto.name.clone();
+            tensor.proto.name = name.clone();
+            // an initializer also listed in graph.input declares its shape there
+            if w.input_info.is_some() {
+                let dims: Vec<Dim> = tensor.dims().iter().map(|&d| Dim::Known(d as u64)).collect();
+                w.input_info = Some(tensor_info(&name, tensor.dtype(), &dims));
+            }
             w.tensor = tensor;
         }
+        // and exporters may declare it in value_info too
+        graph.value_info.retain(|vi| vi.name != name);
     } else {
         let base = format!("{}.pruned", graph.value_name(v));
         tensor.proto.name = fresh_name(graph, &base);
@@ -112,6 +121,18 @@ pub fn remove_channels(
                     o.attributes.retain(|x| x.name != "group");
                     o.attributes.push(shrink_graph::builder::attr_int("group", pos.len() as i64));
                 }
+            }
+            Rewrite::ReshapeDim { op, index, layout_of } => {
+                let Some(pos) = a.kept_positions(layout_of, keep) else { continue };
+                let v = graph.input(op, 1).ok_or_else(|| invalid(graph, op, "reshape has no shape".into()))?;
+                let t = graph.weight(v).ok_or_else(|| invalid(graph, op, "reshape shape is not a constant".into()))?;
+                let mut shape = t.to_i64()?;
+                if index >= shape.len() {
+                    return Err(invalid(graph, op, format!("shape {shape:?} has no entry {index}")));
+                }
+                shape[index] = pos.len() as i64;
+                let nt = Tensor::from_i64(t.name(), t.dims(), &shape);
+                store_input(graph, op, 1, v, nt);
             }
             Rewrite::SplitSizes { op, axis: _ } => {
                 let n_out = graph.op(op).map(|o| o.outputs.len()).unwrap_or(0);

@@ -21,6 +21,9 @@ pub struct Histogram {
     start: f64,
     width: f64,
     pub counts: Vec<f64>,
+    /// Exact zeros (ReLU outputs hold many), counted apart: zero is always
+    /// exact, and a spike in the first bin would skew the entropy method.
+    pub zeros: f64,
 }
 
 impl Histogram {
@@ -34,12 +37,16 @@ impl Histogram {
             (-a, 2 * BINS, a)
         };
         let width = ((end - start) / n as f64).max(f64::MIN_POSITIVE);
-        Histogram { min, max, start, width, counts: vec![0.0; n] }
+        Histogram { min, max, start, width, counts: vec![0.0; n], zeros: 0.0 }
     }
 
     pub fn add(&mut self, values: &[f32]) {
         let n = self.counts.len();
         for &x in values {
+            if x == 0.0 {
+                self.zeros += 1.0;
+                continue;
+            }
             let i = ((x as f64 - self.start) / self.width).floor();
             let i = if i.is_nan() { 0 } else { (i.max(0.0) as usize).min(n - 1) };
             self.counts[i] += 1.0;
@@ -51,7 +58,12 @@ impl Histogram {
     }
 
     fn total(&self) -> f64 {
-        self.counts.iter().sum()
+        self.counts.iter().sum::<f64>() + self.zeros
+    }
+
+    /// The bin whose left edge is 0 (where the zeros sit in the order of values).
+    fn zero_bin(&self) -> usize {
+        if self.counts.len() == BINS { 0 } else { BINS }
     }
 
     /// The value below which a fraction `q` of the samples lie (bin edges).
@@ -63,6 +75,12 @@ impl Histogram {
         let target = q.clamp(0.0, 1.0) * total;
         let mut acc = 0.0;
         for (i, &c) in self.counts.iter().enumerate() {
+            if i == self.zero_bin() {
+                acc += self.zeros;
+                if acc >= target {
+                    return 0.0;
+                }
+            }
             acc += c;
             if acc >= target {
                 return self.start + (i as f64 + 1.0) * self.width;
@@ -71,7 +89,8 @@ impl Histogram {
         self.start + self.counts.len() as f64 * self.width
     }
 
-    /// Mean squared error of quantising the samples with `q` (bin centres stand for their samples).
+    /// Mean squared error of quantising the samples with `q` (bin centres
+    /// stand for their samples; exact zeros quantise exactly).
     pub fn mse(&self, q: &ActQ) -> f64 {
         let total = self.total().max(1.0);
         let mut err = 0.0;
@@ -93,7 +112,7 @@ impl Histogram {
         if noise <= 0.0 { f64::INFINITY } else { 10.0 * (power / noise).log10() }
     }
 
-    /// Counts of |x| over `[0, a]` in `BINS` bins.
+    /// Counts of the non-zero |x| over `[0, a]` in `BINS` bins.
     fn abs_counts(&self) -> Vec<f64> {
         if self.counts.len() == BINS {
             return self.counts.clone();

@@ -9,7 +9,7 @@
 //! calibration = "percentile"    # "minmax" | "percentile" (default) | "mse" | "entropy"
 //! calibration_samples = 512     # seeded random subset of [data] train (default 512)
 //! percentile = 99.99            # for calibration = "percentile"
-//! activation_type = "uint8"     # "uint8" (affine, default) | "int8" (symmetric)
+//! activation_type = "int8"      # "int8" (symmetric, default) | "uint8" (affine)
 //! keep_float = ["/0/Conv"]      # globs over op names, op types, weight names; absent: first and last layer
 //! bias_correction = false       # shift biases by the mean output error of weight quantisation
 //! fold_batchnorm = true         # fold Conv -> BatchNormalization first (default)
@@ -31,14 +31,17 @@
 //! Ranges: `minmax` = observed; `percentile` = the p-th / (100-p)-th
 //! percentile; `mse` = the min/max shrunk by a factor in 0.10..=1.00
 //! minimising the histogram's quantisation MSE; `entropy` = TensorRT's KL
-//! threshold on |x| (2048 bins, 128 levels, 256 for non-negative uint8).
-//! Activations are per tensor. **uint8 affine is the default**: a ReLU
-//! output (min 0) gets zero point 0 and all 256 codes, which lets the
-//! qlinear form fuse `Conv -> Relu` (saturation at code 0 is the ReLU);
-//! int8 symmetric wastes half its codes on such tensors. tract runs both
-//! through the same i32-accumulating kernels (uint8 inputs are shifted to
-//! int8 internally), so the type does not decide speed; accuracy decides.
-//!
+//! threshold on |x| (2048 bins, 128 levels, 256 for non-negative uint8;
+//! exact zeros are left out of the KL, as a ReLU's zero spike would
+//! otherwise pull the threshold to its minimum).
+//! Activations are per tensor. **int8 symmetric is the default**, because
+//! tract runs it faster: with `QLinearConv`/`QLinearMatMul` on uint8 inputs
+//! tract 0.23 ran LeNet-5 at 0.71x and ConvNet-mix at 0.17x the f32 speed
+//! (batch 1), with int8 inputs at 0.87x and 0.43x; QDQ speed and accuracy
+//! did not differ beyond noise (±0.02 pp). `uint8` (affine) stays available:
+//! a ReLU output then gets zero point 0 and all 256 codes, and the qlinear
+//! form fuses `Conv -> Relu` (saturation at code 0 is the ReLU).
+
 //! Forms:
 //! - `weight-only`: each weight → int8 initializer + per-channel
 //!   `DequantizeLinear` (axis = output channel); biases and activations f32.
@@ -54,15 +57,18 @@
 //!   `DynamicQuantizeLinear` (uint8, range per run) + `ConvInteger` /
 //!   `MatMulInteger` on the int8 weights, `Cast`, `Mul` by `s_x · s_w`,
 //!   `Add` bias. tract 0.23 supports all four ops.
-//! - `auto`: **`weight-only`**. The rule is static, from tract 0.23
-//!   measurements on this project's MNIST fixtures (x86, 1 thread, batch 1
-//!   and 64; see the figures in BENCHMARKS.md / the stage report): tract folds
-//!   `DequantizeLinear` of a constant into an f32 constant at load, so the
-//!   weight-only form runs at f32 speed with a ~4x smaller file, while the
-//!   qdq, qlinear and dynamic forms ran slower than f32 (tract's int8 path
-//!   does not beat its f32 kernels on these small models) and lose a little
-//!   accuracy. Measured with:
-//!   `SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- int8::forms_side_by_side --nocapture`.
+//! - `auto`: **`weight-only`**, a static rule from tract 0.23 measurements
+//!   on this project's x86 dev machine (1 thread; LeNet-5 and ConvNet-mix;
+//!   batch 1 and 64; every form measured interleaved in one run): tract
+//!   folds the `DequantizeLinear` of a constant weight into an f32 constant
+//!   at load, so weight-only runs at the f32 speed (0.95x-1.05x, within the
+//!   noise) from a 0.26-0.27x file, while qdq ran at 0.89x-1.0x, qlinear at
+//!   0.17x-0.87x and dynamic at 0.57x-1.0x of f32. No form was faster than
+//!   f32, so quantising activations buys no speed in tract and costs a
+//!   little accuracy: `auto` never picks it. Measured with
+//!   `SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- int8::forms_side_by_side --nocapture`
+//!   (it prints the table: accuracy on the full MNIST test set, bytes,
+//!   median latency per form).
 //!
 //! The report gives, per layer: the weight scale range, the chosen input
 //! (and, for qlinear, output) range with its SQNR on the calibration

@@ -91,7 +91,7 @@ pub struct Int8Params {
     /// The percentile of `calibration = "percentile"`, in (50, 100] (default 99.99).
     #[serde(default = "default_percentile")]
     pub percentile: f64,
-    /// Activation integer type: "uint8" (affine, default) | "int8" (symmetric).
+    /// Activation integer type: "int8" (symmetric, default) | "uint8" (affine).
     #[serde(default = "default_act")]
     pub activation_type: ActType,
     /// Globs over op names, op types or weight names of layers kept in float.
@@ -117,5 +117,5 @@ fn default_calibration() -> Calibration {
 }
 
 fn default_act() -> ActType {
-    ActType::Uint8
+    ActType::Int8
 }

@@ -104,3 +104,17 @@ fn params_errors_name_the_key() {
     assert!(bad("bits = 4").contains("bits"));
     assert_eq!(bad("form = \"qdq\"\ncalibration = \"entropy\"\nkeep_float = []"), "");
 }
+
+#[test]
+fn entropy_ignores_the_relu_zero_spike() {
+    // half exact zeros (a ReLU output), half Exp(1): the zeros must not pull the threshold down
+    let mut v = vec![0f32; 10_000];
+    v.extend((0..10_000).map(|i| -(1.0 - (i as f64 + 0.5) / 10_000.0).ln() as f32));
+    let h = hist(&v);
+    assert_eq!(h.zeros, 10_000.0);
+    let (lo, hi) = choose_range(&h, Calibration::Entropy, 99.99, ActType::Uint8);
+    assert_eq!(lo, 0.0);
+    assert!(hi > 2.5 && hi <= h.max as f64, "entropy upper {hi} of max {}", h.max);
+    // the zeros count in percentiles: the median is 0
+    assert_eq!(h.quantile(0.4), 0.0);
+}
