@@ -29,5 +29,8 @@ pub fn builtin() -> Registry {
     shrink_prune::register(&mut reg);
     shrink_quantize::register(&mut reg);
     shrink_huffman::register(&mut reg);
+    shrink_lowrank::register(&mut reg);
+    shrink_distill::register(&mut reg);
+    shrink_early_exit::register(&mut reg);
     reg
 }
