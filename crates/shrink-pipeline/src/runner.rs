@@ -9,8 +9,10 @@
 //! with the hash), each written atomically; the JSON is written last, so a
 //! stage counts as finished only when both exist. The hash of stage N chains
 //! the hash of stage N-1 with stage N's table; the chain starts from the
-//! input model's bytes, the `[pipeline]`, `[data]` and `[verify]` tables and
-//! [`CODE_VERSION`]. A rerun resumes after the last finished stage of an
+//! input model's bytes, the `[pipeline]`, `[data]` and `[verify]` tables,
+//! [`CODE_VERSION`] and the running executable's identity (size and
+//! modification time: a rebuilt `shrink` may compute differently, so it
+//! never reuses checkpoints of another build). A rerun resumes after the last finished stage of an
 //! unbroken prefix whose hashes match, and says so; a changed stage
 //! invalidates itself and every stage after it.
 
@@ -30,6 +32,19 @@ use crate::report::{Report, Row};
 
 /// Part of every checkpoint hash: bump when a change makes old checkpoints wrong.
 pub const CODE_VERSION: &str = concat!("shrink-pipeline ", env!("CARGO_PKG_VERSION"), " checkpoints v1");
+
+/// The running executable's size and modification time: checkpoints made
+/// by another build are not reused. Empty when the platform cannot say.
+fn build_identity() -> String {
+    let meta = std::env::current_exe().and_then(std::fs::metadata);
+    match meta {
+        Ok(m) => {
+            let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            format!("{} {:?}", m.len(), mtime)
+        }
+        Err(_) => String::new(),
+    }
+}
 
 /// The marker that says an output folder holds a run of a pipeline.
 const MARKER: &str = "shrink-run.json";
@@ -328,7 +343,7 @@ pub fn run(
     // Canonical text of the tables (JSON: keys sorted, no formatting of the file's own).
     let head =
         serde_json::to_string(&(&f.pipeline, &f.data, &f.verify)).map_err(|e| PipelineError::Other(e.to_string()))?;
-    let mut hash = sha(&[&input_bytes, head.as_bytes(), CODE_VERSION.as_bytes()]);
+    let mut hash = sha(&[&input_bytes, head.as_bytes(), CODE_VERSION.as_bytes(), build_identity().as_bytes()]);
     let mut base = verifier.row(0, "original", &original, progress)?;
     base.hash = hash.clone();
     report.rows.push(base);
