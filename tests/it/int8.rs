@@ -219,10 +219,11 @@ fn golden_op_sequence_of_each_form() {
         dump += &format!("{form} {act}: {}\n", op_types(&q));
     }
     expect_test::expect![[r#"
-        weight-only: DequantizeLinear Conv Relu MaxPool DequantizeLinear Conv Relu MaxPool Flatten DequantizeLinear Gemm Relu DequantizeLinear Gemm
-        qdq: DequantizeLinear QuantizeLinear DequantizeLinear Conv Relu MaxPool DequantizeLinear QuantizeLinear DequantizeLinear Conv Relu MaxPool Flatten DequantizeLinear QuantizeLinear DequantizeLinear Gemm Relu DequantizeLinear QuantizeLinear DequantizeLinear Gemm
-        qlinear: QuantizeLinear QLinearConv DequantizeLinear Relu MaxPool QuantizeLinear QLinearConv DequantizeLinear Relu MaxPool Flatten QuantizeLinear QLinearMatMul DequantizeLinear Add Relu QuantizeLinear QLinearMatMul DequantizeLinear Add
-        dynamic: DynamicQuantizeLinear ConvInteger Cast Mul Mul Add Relu MaxPool DynamicQuantizeLinear ConvInteger Cast Mul Mul Add Relu MaxPool Flatten DynamicQuantizeLinear MatMulInteger Cast Mul Mul Add Relu DynamicQuantizeLinear MatMulInteger Cast Mul Mul Add
+        weight-only int8: DequantizeLinear Conv Relu MaxPool DequantizeLinear Conv Relu MaxPool Flatten DequantizeLinear Gemm Relu DequantizeLinear Gemm
+        qdq int8: DequantizeLinear QuantizeLinear DequantizeLinear Conv Relu MaxPool DequantizeLinear QuantizeLinear DequantizeLinear Conv Relu MaxPool Flatten DequantizeLinear QuantizeLinear DequantizeLinear Gemm Relu DequantizeLinear QuantizeLinear DequantizeLinear Gemm
+        qlinear int8: QuantizeLinear QLinearConv DequantizeLinear Relu MaxPool QuantizeLinear QLinearConv DequantizeLinear Relu MaxPool Flatten QuantizeLinear QLinearMatMul DequantizeLinear Add Relu QuantizeLinear QLinearMatMul DequantizeLinear Add
+        qlinear uint8: QuantizeLinear QLinearConv MaxPool QLinearConv MaxPool Flatten QLinearMatMul DequantizeLinear Add Relu QuantizeLinear QLinearMatMul DequantizeLinear Add
+        dynamic int8: DynamicQuantizeLinear ConvInteger Cast Mul Mul Add Relu MaxPool DynamicQuantizeLinear ConvInteger Cast Mul Mul Add Relu MaxPool Flatten DynamicQuantizeLinear MatMulInteger Cast Mul Mul Add Relu DynamicQuantizeLinear MatMulInteger Cast Mul Mul Add
     "#]].assert_eq(&dump);
 }
 

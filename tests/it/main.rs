@@ -2,11 +2,13 @@
 //! only with `SHRINK_SLOW_TESTS=1` (and in `cargo xtask bench`).
 
 mod cli;
+mod distill;
 mod errors;
 mod golden;
 mod huffman;
 mod info;
 mod int8;
+mod lowrank;
 mod plugins;
 mod prune;
 mod quantize;

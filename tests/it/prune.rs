@@ -124,3 +124,22 @@ fn lenet_5_pipeline_reaches_deep_compression() {
     assert!(ratio <= 0.085, "non-zero ratio {ratio}");
     assert!(err <= 0.0081 + 1e-9, "test error {:.2} %", err * 100.0);
 }
+
+/// Both magnitude pipelines parse, build their stage and find their model and data (dry run).
+#[test]
+fn prune_pipelines_build() {
+    for file in ["prune-lenet-300-100.toml", "prune-lenet-5.toml"] {
+        let out = tempfile::tempdir().unwrap();
+        let path = root().join("pipelines").join(file);
+        let text: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let model = root().join(text["pipeline"]["model"].as_str().unwrap());
+        let sets = [
+            format!("pipeline.output=\"{}\"", out.path().display()),
+            format!("pipeline.model=\"{}\"", model.display()),
+        ];
+        let p = Pipeline::load(&path, &sets).unwrap();
+        let opts = RunOptions { dry_run: true, ..RunOptions::default() };
+        shrink_pipeline::run(&p, &shrink_pipeline::builtin(), &opts, &mut NoProgress)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}

@@ -9,6 +9,11 @@
 //! run) under the command that reproduces it. Benches whose pipeline file does
 //! not exist yet are skipped: rows for absent stages are simply absent.
 //!
+//! `--reuse` does not run the pipeline: it records the run already in the
+//! pipeline's own output folder (`[pipeline] output`, made by `shrink run
+//! PIPELINE`), checking that folder's marker names this pipeline file, and
+//! the section says so (the command that produced the figures is `shrink run`).
+//!
 //! `--quick` applies the `quick` overrides of the pipeline's case in
 //! `tests/golden.toml` (fewer epochs, data subsets) and runs the dev build
 //! that `cargo test` already made; the full run uses the release build.
@@ -90,11 +95,14 @@ const PIPELINES: &[PipelineBench] = &[
     },
 ];
 
-const USAGE: &str = "usage: cargo xtask bench [NAME...] [--quick]   (NAME: train or a pipeline bench; none: all)";
+const USAGE: &str =
+    "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train or a pipeline bench; none: all)";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
-    let names: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--quick").collect();
+    let reuse = args.iter().any(|a| a == "--reuse");
+    anyhow::ensure!(!(quick && reuse), "--quick and --reuse do not go together\n{USAGE}");
+    let names: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--quick" && *a != "--reuse").collect();
     if names.iter().any(|n| n.starts_with('-')) {
         anyhow::bail!("{USAGE}");
     }
@@ -106,13 +114,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     let all = names.is_empty();
-    if (all && !quick) || names.contains(&"train") {
+    if (all && !quick && !reuse) || names.contains(&"train") {
         crate::bench_train::train()?;
     }
     let root = project_root();
     let golden = read_golden(&root)?;
     let benches: Vec<&PipelineBench> = PIPELINES.iter().filter(|p| all || names.contains(&p.name)).collect();
-    let shrink = if benches.is_empty() { None } else { Some(build_shrink(quick)?) };
+    let shrink = if benches.is_empty() || reuse { None } else { Some(build_shrink(quick)?) };
     let mut failed = Vec::new();
     for b in benches {
         if !root.join(b.pipeline).is_file() {
@@ -120,20 +128,31 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             continue;
         }
         let sets = if quick { quick_sets(&golden, b.pipeline) } else { Vec::new() };
-        let out = format!("out/bench{}/{}", if quick { "-quick" } else { "" }, b.name);
-        let mut cmd = Command::new(shrink.as_ref().expect("built above"));
-        cmd.current_dir(&root).args(["run", b.pipeline, "--force", "--set", &format!("pipeline.output={out}")]);
-        for s in &sets {
-            cmd.args(["--set", s]);
-        }
-        println!("bench {}: {:?}", b.name, cmd);
-        let t0 = std::time::Instant::now();
-        if let Err(e) = crate::run_cmd(&mut cmd) {
-            println!("bench {} failed: {e:#}", b.name);
-            failed.push(b.name);
-            continue;
-        }
-        let secs = t0.elapsed().as_secs_f64();
+        let (out, secs) = if reuse {
+            match reused_run(&root, b) {
+                Ok(out) => (out, f64::NAN),
+                Err(e) => {
+                    println!("bench {}: nothing to reuse: {e:#}", b.name);
+                    failed.push(b.name);
+                    continue;
+                }
+            }
+        } else {
+            let out = format!("out/bench{}/{}", if quick { "-quick" } else { "" }, b.name);
+            let mut cmd = Command::new(shrink.as_ref().expect("built above"));
+            cmd.current_dir(&root).args(["run", b.pipeline, "--force", "--set", &format!("pipeline.output={out}")]);
+            for s in &sets {
+                cmd.args(["--set", s]);
+            }
+            println!("bench {}: {:?}", b.name, cmd);
+            let t0 = std::time::Instant::now();
+            if let Err(e) = crate::run_cmd(&mut cmd) {
+                println!("bench {} failed: {e:#}", b.name);
+                failed.push(b.name);
+                continue;
+            }
+            (out, t0.elapsed().as_secs_f64())
+        };
         let report_json = std::fs::read_to_string(root.join(&out).join("report.json"))
             .with_context(|| format!("reading {out}/report.json"))?;
         let report: serde_json::Value =
@@ -142,7 +161,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         if !quick {
             let md = std::fs::read_to_string(root.join(&out).join("report.md"))
                 .with_context(|| format!("reading {out}/report.md"))?;
-            write_section(&root.join("BENCHMARKS.md"), b.name, &section(b, &md, secs))?;
+            write_section(&root.join("BENCHMARKS.md"), b.name, &section(b, &md, secs, reuse))?;
         }
     }
     anyhow::ensure!(failed.is_empty(), "benches failed: {}", failed.join(", "));
@@ -151,21 +170,44 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// `report.md` under the bench's title, anchor and command; its headings
 /// moved two levels down.
-fn section(b: &PipelineBench, report_md: &str, secs: f64) -> String {
+fn section(b: &PipelineBench, report_md: &str, secs: f64, reused: bool) -> String {
     let body: String = report_md
         .lines()
         .skip_while(|l| l.starts_with("# ") || l.trim().is_empty())
         .map(|l| if l.starts_with('#') { format!("##{l}\n") } else { format!("{l}\n") })
         .collect();
-    format!(
-        "## {}\n\n`cargo xtask bench {}` (runs `shrink run {}`; {:.0} s here). {}\n\n{}\n{body}",
-        b.title,
-        b.name,
-        b.pipeline,
-        secs,
-        b.anchor,
-        machine_line()
-    )
+    let how = if reused {
+        format!(
+            "`shrink run {}` (the run recorded by `cargo xtask bench {} --reuse`; `cargo xtask bench {}` reruns it)",
+            b.pipeline, b.name, b.name
+        )
+    } else {
+        format!("`cargo xtask bench {}` (runs `shrink run {}`; {:.0} s here)", b.name, b.pipeline, secs)
+    };
+    format!("## {}\n\n{how}. {}\n\n{}\n{body}", b.title, b.anchor, machine_line())
+}
+
+/// The pipeline's own output folder, when it holds a finished run of it.
+fn reused_run(root: &Path, b: &PipelineBench) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(root.join(b.pipeline)).with_context(|| format!("reading {}", b.pipeline))?;
+    let doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", b.pipeline))?;
+    let out = doc
+        .get("pipeline")
+        .and_then(|p| p.get("output"))
+        .and_then(|o| o.as_str())
+        .with_context(|| format!("{}: no [pipeline] output", b.pipeline))?
+        .to_string();
+    let marker = std::fs::read_to_string(root.join(&out).join("shrink-run.json"))
+        .with_context(|| format!("{out}/shrink-run.json: run `shrink run {}` first", b.pipeline))?;
+    let marker: serde_json::Value = serde_json::from_str(&marker).context("parsing the run marker")?;
+    anyhow::ensure!(
+        marker.get("file").and_then(|f| f.as_str()) == Some(b.pipeline),
+        "{out} holds a run of {:?}, not {}",
+        marker.get("file"),
+        b.pipeline
+    );
+    anyhow::ensure!(root.join(&out).join("report.md").is_file(), "{out} has no report.md (the run did not finish)");
+    Ok(out)
 }
 
 /// Builds `shrink` (dev profile for quick runs: the build `cargo test` made;

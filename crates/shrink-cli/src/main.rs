@@ -4,6 +4,7 @@
 
 mod eval;
 mod finetune;
+mod infer;
 mod info;
 mod pack;
 mod run;
@@ -89,6 +90,13 @@ enum Command {
     ///
     /// Example: shrink sensitivity fixtures/models/lenet-5.onnx --data mnist --limit 2000
     Sensitivity(sensitivity::SensitivityArgs),
+    /// Run an early-exit model (the `early-exit` stage's OUTPUT/early-exit/
+    /// folder) segment by segment in tract, batch 1, with its calibrated
+    /// thresholds: accuracy, exit histogram, mean and p90 latency, and the full
+    /// model's batch-1 latency measured in the same run (interleaved).
+    ///
+    /// Example: shrink infer out/early-exit-convnet-mix/early-exit --data mnist
+    Infer(infer::InferArgs),
     /// List the stage kinds a plugin library offers (after checking its ABI).
     ///
     /// Use one in a pipeline as `kind = "plugin"`, `path = "..."`, `stage = "<kind>"`.
@@ -147,6 +155,7 @@ fn main() -> ExitCode {
         Command::Compare { a, b, args } => eval::run_compare(&a, &b, &args),
         Command::Pack(args) => pack::run_pack(&args),
         Command::Sensitivity(args) => sensitivity::run(&args),
+        Command::Infer(args) => infer::run(&args),
         Command::Unpack { model, output } => pack::run_unpack(&model, &output),
     };
     match result {

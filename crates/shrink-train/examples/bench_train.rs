@@ -3,7 +3,9 @@
 //!
 //! `cargo run --release -p shrink-train --example bench_train -- MODEL [--batch 64] [--steps 200]`
 //! Threads: burn's flex backend runs on rayon; set `RAYON_NUM_THREADS`.
-//! Prints one line: `steps_per_s=<f> batch=<n> steps=<n> peak_rss_mb=<f>`.
+//! Prints one line: `steps_per_s=<f> batch=<n> steps=<n> peak_rss_mb=<f> cpu_ms_per_step=<f>`;
+//! the last is the process's CPU time (all threads, from `/proc/self/stat`) per
+//! timed step, a figure that a machine loaded by other work disturbs less.
 //! `cargo xtask bench train` runs it for each model and thread count.
 
 use std::time::Instant;
@@ -14,14 +16,23 @@ use shrink_train::{Executor, FineTune, LrPlan, OptimizerKind, StepInfo};
 
 struct Clock {
     warmup: usize,
-    started: Option<Instant>,
+    started: Option<(Instant, f64)>,
     last: usize,
+}
+
+/// CPU seconds (user + system, all threads) used by this process so far.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    if f.len() == 2 { (f[0] + f[1]) / 100.0 } else { f64::NAN }
 }
 
 impl shrink_train::Progress for Clock {
     fn step(&mut self, info: &StepInfo) {
         if info.step == self.warmup {
-            self.started = Some(Instant::now());
+            self.started = Some((Instant::now(), cpu_s()));
         }
         self.last = info.step;
     }
@@ -67,8 +78,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut clock = Clock { warmup, started: None, last: 0 };
     ft.run(&mut exec, &train, None, None, &mut clock)?;
-    let elapsed = clock.started.ok_or("fewer steps than the warm-up")?.elapsed().as_secs_f64();
+    let (t0, cpu0) = clock.started.ok_or("fewer steps than the warm-up")?;
+    let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), cpu_s() - cpu0);
     let timed = clock.last - warmup;
-    println!("steps_per_s={:.2} batch={batch} steps={timed} peak_rss_mb={:.1}", timed as f64 / elapsed, peak_rss_mb());
+    println!(
+        "steps_per_s={:.2} batch={batch} steps={timed} peak_rss_mb={:.1} cpu_ms_per_step={:.2}",
+        timed as f64 / elapsed,
+        peak_rss_mb(),
+        cpu * 1e3 / timed as f64
+    );
     Ok(())
 }

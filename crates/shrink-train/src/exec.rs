@@ -265,6 +265,24 @@ impl Executor {
             outputs.push((vi.name.clone(), slot_of(v, graph, &mut names)));
         }
         let n_slots = slots.len();
+        // Values computed from graph inputs and constants only never need a gradient;
+        // a Conv on such an input takes the im2col path (see `ops::conv_im2col`).
+        let mut grad_free = vec![false; n_slots];
+        for &(_, s, _) in &inputs {
+            grad_free[s] = true;
+        }
+        for (s, _) in &consts {
+            grad_free[*s] = true;
+        }
+        for st in &mut steps {
+            let free = st.inputs.iter().flatten().all(|&s| grad_free[s]);
+            for &o in st.outputs.iter().flatten() {
+                grad_free[o] = free;
+            }
+            if let Kind::Conv { x_const, .. } = &mut st.kind {
+                *x_const = st.inputs.first().copied().flatten().is_some_and(|s| grad_free[s]);
+            }
+        }
         let mut last_use = vec![0usize; n_slots];
         for (i, s) in steps.iter().enumerate() {
             for &x in s.inputs.iter().flatten() {

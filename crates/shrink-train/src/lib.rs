@@ -28,6 +28,12 @@
 //!   validation, early stopping, best-checkpoint restore and a [`Progress`]
 //!   callback. Runs are deterministic for a seed (shuffling uses
 //!   `shrink_data::SplitMix64`; weights come from the IR).
+//! - Speed on flex (see `examples/profile_ops.rs` for the per-op times and
+//!   `examples/bench_train.rs` for whole steps): a Conv whose input needs no
+//!   gradient (a first layer) runs as a host im2col and one batched matmul;
+//!   MaxPool (floor mode) is a host argmax and a `select` (burn's values and
+//!   gradient routing); SGD updates every parameter in one host pass
+//!   (bit-identical to burn's `Sgd`); other optimizers get row-major gradients.
 //!
 //! **Invariant:** bad graphs, shapes and parameters are a [`TrainError`];
 //! burn panics that slip past the checks are caught and returned as

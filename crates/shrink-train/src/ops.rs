@@ -7,7 +7,7 @@
 use burn::tensor::activation as act;
 use burn::tensor::module as m;
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use shrink_graph::Op;
 
 use crate::error::TrainError;
@@ -79,13 +79,15 @@ pub(crate) struct Window {
     pub ceil_mode: bool,
 }
 
-/// One op, its attributes parsed.
+/// One op, its attributes parsed. `Conv`'s `x_const` says that its input X
+/// never needs a gradient (it is computed from graph inputs and constants
+/// only); the executor sets it after parsing.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kind {
     Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
     MatMul,
     Bin(BinOp),
-    Conv { w: Window, group: usize },
+    Conv { w: Window, group: usize, x_const: bool },
     MaxPool(Window),
     AvgPool { w: Window, count_include_pad: bool },
     GlobalAvgPool,
@@ -180,7 +182,7 @@ impl Kind {
                 if group < 1 {
                     return Err(err("group must be positive"));
                 }
-                Kind::Conv { w: window(op, false)?, group: group as usize }
+                Kind::Conv { w: window(op, false)?, group: group as usize, x_const: false }
             }
             "MaxPool" => {
                 if op.outputs.get(1).is_some_and(|o| !o.is_empty()) {
@@ -387,6 +389,218 @@ fn check_window(kernel: [usize; 2], dil: [usize; 2], pads: [(usize, usize); 2], 
     Ok(())
 }
 
+/// The most im2col entries [`conv_im2col`] builds on the host (256 MiB of f32).
+const IM2COL_MAX: usize = 1 << 26;
+
+/// Conv (one group) of an input that needs no gradient, as an im2col built on
+/// the host and one batched matmul: `[1, O, C·kh·kw] × [N, C·kh·kw, Ho·Wo]`.
+/// The gradients of W and B come from the matmul's backward (one GEMM), which
+/// is several times faster on flex than its conv weight-gradient (a conv over
+/// the batch). `None` (use burn's conv) when the values cannot be read or the
+/// im2col would be too large.
+pub(crate) fn conv_im2col(
+    x: &Tensor<4>,
+    wt: &Tensor<4>,
+    bias: &Option<Tensor<1>>,
+    win: &Window,
+    pads: [(usize, usize); 2],
+) -> Option<Tensor<4>> {
+    let [n, c, h, w] = x.dims();
+    let [o, _, kh, kw] = wt.dims();
+    let ([sh, sw], [dh, dw]) = (win.strides, win.dilations);
+    let (eh, ew) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+    let (ph, pw) = (h + pads[0].0 + pads[0].1, w + pads[1].0 + pads[1].1);
+    if ph < eh || pw < ew {
+        return None;
+    }
+    let (oh, ow) = ((ph - eh) / sh + 1, (pw - ew) / sw + 1);
+    let (k, l) = (c * kh * kw, oh * ow);
+    if n * k * l > IM2COL_MAX {
+        return None;
+    }
+    let data = x.clone().into_data();
+    let xs = data.as_slice::<f32>().ok()?;
+    // For each kernel column j: the output columns that read inside the input, and where they start reading.
+    let col_span = |j: usize| {
+        let off = j * dw;
+        let first = (0..ow).find(|&q| q * sw + off >= pads[1].0)?;
+        let last = (0..ow).rev().find(|&q| q * sw + off < pads[1].0 + w)?;
+        (first <= last).then(|| (first, last + 1, first * sw + off - pads[1].0))
+    };
+    let spans: Vec<Option<(usize, usize, usize)>> = (0..kw).map(col_span).collect();
+    let mut cols = vec![0f32; n * k * l];
+    for (b, dst_b) in cols.chunks_exact_mut(k * l).enumerate() {
+        for ci in 0..c {
+            let src = &xs[(b * c + ci) * h * w..(b * c + ci + 1) * h * w];
+            for i in 0..kh {
+                for (j, span) in spans.iter().enumerate() {
+                    let row = (ci * kh + i) * kw + j;
+                    let dst = &mut dst_b[row * l..(row + 1) * l];
+                    let Some((q0, q1, x0)) = *span else { continue };
+                    for oy in 0..oh {
+                        let Some(iy) = (oy * sh + i * dh).checked_sub(pads[0].0).filter(|&y| y < h) else { continue };
+                        let s_row = &src[iy * w..(iy + 1) * w];
+                        let d_row = &mut dst[oy * ow + q0..oy * ow + q1];
+                        if sw == 1 {
+                            d_row.copy_from_slice(&s_row[x0..x0 + (q1 - q0)]);
+                        } else {
+                            for (d, s) in d_row.iter_mut().zip(s_row[x0..].iter().step_by(sw)) {
+                                *d = *s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let cols = Tensor::<3>::from_data(TensorData::new(cols, [n, k, l]), &x.device());
+    let mut y = wt.clone().reshape([1, o, k]).matmul(cols);
+    if let Some(b) = bias {
+        y = y + b.clone().reshape([1, o, 1]);
+    }
+    Some(y.reshape([n, o, oh, ow]))
+}
+
+/// The input positions (along one axis) each output position's window reads, padding left out.
+fn window_taps(
+    input: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    dil: usize,
+    pad_begin: usize,
+) -> Vec<Vec<usize>> {
+    (0..out)
+        .map(|o| {
+            (0..kernel).filter_map(|k| (o * stride + k * dil).checked_sub(pad_begin).filter(|&p| p < input)).collect()
+        })
+        .collect()
+}
+
+/// The 2x2 windows of two input rows (`r0`, `r1`, even length): their maxima
+/// into `m` and, into `at`, which entry (0..4 in scan order) is the first equal
+/// to the maximum (burn's tie rule). Both passes vectorise. Returns how many
+/// NaNs the rows hold (then `at` is meaningless: burn lets NaN win).
+fn argmax_2x2_row(r0: &[f32], r1: &[f32], m: &mut [f32], at: &mut [u32]) -> u32 {
+    let mut nans = 0u32;
+    for ((a, c), mv) in r0.chunks_exact(2).zip(r1.chunks_exact(2)).zip(m.iter_mut()) {
+        *mv = a[0].max(a[1]).max(c[0].max(c[1]));
+        nans +=
+            u32::from(a[0].is_nan()) + u32::from(a[1].is_nan()) + u32::from(c[0].is_nan()) + u32::from(c[1].is_nan());
+    }
+    for (((a, c), mv), o) in r0.chunks_exact(2).zip(r1.chunks_exact(2)).zip(m.iter()).zip(at.iter_mut()) {
+        let na = u32::from(a[0] != *mv);
+        let nb = na & u32::from(a[1] != *mv);
+        let nc = nb & u32::from(c[0] != *mv);
+        *o = na + nb + nc;
+    }
+    nans
+}
+
+/// Max pooling (floor mode) as a host argmax per window and a `select` of those
+/// entries. The values and the gradient routing are burn's (the first maximum
+/// in scan order wins, NaN always wins); flex's own kernel does integer
+/// divisions per output and is several times slower. `None` (use burn's) when a
+/// window holds only padding or the values cannot be read.
+pub(crate) fn max_pool_select(
+    x: &Tensor<4>,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    pads: [(usize, usize); 2],
+    dil: [usize; 2],
+) -> Option<Tensor<4>> {
+    let [n, c, h, w] = x.dims();
+    let eff = |i: usize| (kernel[i] - 1) * dil[i] + 1;
+    let (ph, pw) = (h + pads[0].0 + pads[0].1, w + pads[1].0 + pads[1].1);
+    if ph < eff(0) || pw < eff(1) {
+        return None;
+    }
+    let (oh, ow) = ((ph - eff(0)) / strides[0] + 1, (pw - eff(1)) / strides[1] + 1);
+    let rows = window_taps(h, oh, kernel[0], strides[0], dil[0], pads[0].0);
+    let cols = window_taps(w, ow, kernel[1], strides[1], dil[1], pads[1].0);
+    if rows.iter().chain(&cols).any(Vec::is_empty) {
+        return None;
+    }
+    let data = x.clone().into_data();
+    let xs = data.as_slice::<f32>().ok()?;
+    let plane = h * w;
+    let mut idx: Vec<i64> = Vec::with_capacity(n * c * oh * ow);
+    // Windows that lie wholly inside the input read fixed offsets from their corner.
+    let inner = |taps: &[Vec<usize>], k: usize, d: usize| {
+        taps.iter().map(|t| t.len() == k && t.windows(2).all(|p| p[1] - p[0] == d)).collect::<Vec<bool>>()
+    };
+    let (full_r, full_c) = (inner(&rows, kernel[0], dil[0]), inner(&cols, kernel[1], dil[1]));
+    let offsets: Vec<usize> =
+        (0..kernel[0]).flat_map(|i| (0..kernel[1]).map(move |j| i * dil[0] * w + j * dil[1])).collect();
+    // Output columns whose windows lie wholly inside the input form one range.
+    let full: Vec<usize> = (0..ow).filter(|&o| full_c[o]).collect();
+    let (c_lo, c_hi) = (full.first().copied().unwrap_or(0), full.last().map_or(0, |l| l + 1));
+    if full.len() != c_hi - c_lo || plane > u32::MAX as usize {
+        return None;
+    }
+    let pair = kernel == [2, 2] && strides == [2, 2] && dil == [1, 1];
+    // Per output row: the best entry of each window (index into the plane, value).
+    let (mut best, mut best_v) = (vec![0u32; ow], vec![0f32; ow]);
+    for (p, vals) in xs.chunks_exact(plane).enumerate() {
+        let base = (p * plane) as i64;
+        for (r, &fr) in rows.iter().zip(&full_r) {
+            // Rows of whole windows take the fast paths below for the whole-window columns, if any.
+            let fr = fr && c_lo < c_hi;
+            for (ox, cs) in cols.iter().enumerate() {
+                if fr && (c_lo..c_hi).contains(&ox) {
+                    continue;
+                }
+                let (mut bi, mut bv) = (usize::MAX, f32::NEG_INFINITY);
+                for &y in r {
+                    for &x in cs {
+                        let i = y * w + x;
+                        let v = vals[i];
+                        if bi == usize::MAX || v > bv || v.is_nan() {
+                            (bi, bv) = (i, v);
+                        }
+                    }
+                }
+                best[ox] = bi as u32;
+                best_v[ox] = bv;
+            }
+            if fr && pair {
+                // 2x2 windows at stride 2: the maxima (vectorised), then the first entry equal to each.
+                let x0 = c_lo * 2 - pads[1].0;
+                let (top, len) = (r[0] * w + x0, 2 * (c_hi - c_lo));
+                let (r0, r1) = (&vals[top..top + len], &vals[top + w..top + w + len]);
+                if argmax_2x2_row(r0, r1, &mut best_v[c_lo..c_hi], &mut best[c_lo..c_hi]) > 0 {
+                    return None;
+                }
+                let off = [0, 1, w as u32, w as u32 + 1];
+                for (q, b) in best[c_lo..c_hi].iter_mut().enumerate() {
+                    *b = (top + 2 * q) as u32 + off[*b as usize & 3];
+                }
+            } else if fr {
+                // One kernel offset at a time across the row, without branches
+                // (the comparisons are data-dependent and mispredict).
+                let corner = |ox: usize| r[0] * w + ox * strides[1] - pads[1].0;
+                for ox in c_lo..c_hi {
+                    best[ox] = corner(ox) as u32;
+                    best_v[ox] = vals[corner(ox)];
+                }
+                for &o in &offsets[1..] {
+                    for ox in c_lo..c_hi {
+                        let i = corner(ox) + o;
+                        let v = vals[i];
+                        let take = (u32::from(v > best_v[ox]) | u32::from(v.is_nan())).wrapping_neg();
+                        best[ox] = (best[ox] & !take) | (i as u32 & take);
+                        best_v[ox] = f32::from_bits((best_v[ox].to_bits() & !take) | (v.to_bits() & take));
+                    }
+                }
+            }
+            idx.extend(best.iter().map(|&b| base + i64::from(b)));
+        }
+    }
+    let len = idx.len();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [len]), &x.device());
+    Some(x.clone().reshape([n * c * plane]).select(0, idx).reshape([n, c, oh, ow]))
+}
+
 fn four(f: F, what: &str) -> R<Tensor<4>> {
     match f {
         F::R4(t) => Ok(t),
@@ -577,7 +791,7 @@ pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device) ->
                 Value::F(bin_float(*op, a, b)?)
             }
         }
-        Kind::Conv { w, group } => {
+        Kind::Conv { w, group, x_const } => {
             let x = four(float(take(0), "X")?, "X")?;
             let wt = four(float(take(1), "W")?, "W")?;
             let bias = match take(2) {
@@ -605,8 +819,11 @@ pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device) ->
             }
             let pads = resolve_pads(w, [kh, kw], [h, wd]);
             check_window([kh, kw], w.dilations, pads, [h, wd])?;
-            let opts = ConvOptions::new_with_padding(w.strides, pads, w.dilations, *group);
-            Value::F(F::R4(m::conv2d(x, wt, bias, opts)))
+            let fast = if *x_const && *group == 1 { conv_im2col(&x, &wt, &bias, w, pads) } else { None };
+            Value::F(F::R4(match fast {
+                Some(y) => y,
+                None => m::conv2d(x, wt, bias, ConvOptions::new_with_padding(w.strides, pads, w.dilations, *group)),
+            }))
         }
         Kind::MaxPool(w) => {
             let x = four(float(take(0), "X")?, "X")?;
@@ -614,12 +831,18 @@ pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device) ->
             let k = w.kernel.unwrap_or([1, 1]);
             let pads = resolve_pads(w, k, [h, wd]);
             check_window(k, w.dilations, pads, [h, wd])?;
-            let o = MaxPoolOptions::new(k)
-                .with_stride(w.strides)
-                .with_padding_pairs(pads)
-                .with_dilation(w.dilations)
-                .with_ceil_mode(w.ceil_mode);
-            Value::F(F::R4(m::max_pool2d(x, o)))
+            let fast = if w.ceil_mode { None } else { max_pool_select(&x, k, w.strides, pads, w.dilations) };
+            Value::F(F::R4(match fast {
+                Some(y) => y,
+                None => {
+                    let o = MaxPoolOptions::new(k)
+                        .with_stride(w.strides)
+                        .with_padding_pairs(pads)
+                        .with_dilation(w.dilations)
+                        .with_ceil_mode(w.ceil_mode);
+                    m::max_pool2d(x, o)
+                }
+            }))
         }
         Kind::AvgPool { w, count_include_pad } => {
             let x = four(float(take(0), "X")?, "X")?;

@@ -77,6 +77,8 @@ pub struct Optimizer {
     kind: OptimizerKind,
     pub(crate) inner: Box<dyn DynOptimizer>,
     pub(crate) states: HashMap<usize, DynState>,
+    /// SGD's momentum buffers, per parameter, when SGD runs on the host ([`Optimizer::sgd_step`]).
+    velocity: HashMap<usize, Vec<f32>>,
 }
 
 impl std::fmt::Debug for Optimizer {
@@ -87,7 +89,7 @@ impl std::fmt::Debug for Optimizer {
 
 impl Optimizer {
     pub fn new(kind: OptimizerKind) -> Result<Optimizer, TrainError> {
-        Ok(Optimizer { kind, inner: kind.build()?, states: HashMap::new() })
+        Ok(Optimizer { kind, inner: kind.build()?, states: HashMap::new(), velocity: HashMap::new() })
     }
 
     pub fn kind(&self) -> OptimizerKind {
@@ -97,6 +99,56 @@ impl Optimizer {
     /// Forgets momentum and moment estimates.
     pub fn reset(&mut self) {
         self.states.clear();
+        self.velocity.clear();
+    }
+
+    /// Whether updates go through [`Optimizer::sgd_step`] (SGD) rather than burn's optimizer.
+    pub(crate) fn host_sgd(&self) -> bool {
+        matches!(self.kind, OptimizerKind::Sgd { .. })
+    }
+
+    /// One SGD update of parameter `i` in place, in one pass over host
+    /// values, when the optimizer is SGD (`None` for another optimizer or
+    /// mismatched lengths). The arithmetic is burn's `Sgd::step`, operation for operation in
+    /// f32 (scalars rounded to f32 as flex rounds them), so results are
+    /// bit-identical; burn's version makes five passes with a fresh buffer
+    /// each.
+    pub(crate) fn sgd_step(&mut self, i: usize, lr: f64, w: &mut [f32], g: &[f32]) -> Option<()> {
+        let OptimizerKind::Sgd { momentum, dampening, nesterov, weight_decay } = self.kind else { return None };
+        if w.len() != g.len() {
+            return None;
+        }
+        let (lr, wd) = (lr as f32, weight_decay as f32);
+        let (m, keep) = (momentum as f32, (1.0 - dampening) as f32);
+        let decay = weight_decay != 0.0;
+        if momentum <= 0.0 {
+            for (w, &g) in w.iter_mut().zip(g) {
+                let g = if decay { *w * wd + g } else { g };
+                *w -= g * lr;
+            }
+            return Some(());
+        }
+        match self.velocity.get_mut(&i).filter(|v| v.len() == w.len()) {
+            Some(v) => {
+                for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                    let g = if decay { *w * wd + g } else { g };
+                    *v = g * keep + *v * m;
+                    let step = if nesterov { *v * m + g } else { *v };
+                    *w -= step * lr;
+                }
+            }
+            None => {
+                let mut v = Vec::with_capacity(w.len());
+                for (w, &g) in w.iter_mut().zip(g) {
+                    let g = if decay { *w * wd + g } else { g };
+                    v.push(g);
+                    let step = if nesterov { g * m + g } else { g };
+                    *w -= step * lr;
+                }
+                self.velocity.insert(i, v);
+            }
+        }
+        Some(())
     }
 }
 

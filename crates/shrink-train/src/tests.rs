@@ -452,9 +452,10 @@ fn training_is_deterministic_and_learns_a_tiny_task() {
 #[test]
 fn finetune_table_reads_keys_and_names_bad_ones() {
     use crate::FineTuneConfig;
-    let t: toml::Table =
-        toml::from_str("epochs = 3\nlr = 0.05\nschedule = \"step\"\nstep_every = 2\noptimizer = \"adam\"\nvalidation = 0")
-            .unwrap();
+    let t: toml::Table = toml::from_str(
+        "epochs = 3\nlr = 0.05\nschedule = \"step\"\nstep_every = 2\noptimizer = \"adam\"\nvalidation = 0",
+    )
+    .unwrap();
     let cfg = FineTuneConfig::from_toml(&t).unwrap();
     let ft = cfg.to_finetune(9).unwrap();
     assert_eq!((ft.epochs, ft.seed, ft.lr.base), (3, 9, 0.05));
@@ -467,4 +468,179 @@ fn finetune_table_reads_keys_and_names_bad_ones() {
     let bad: toml::Table = toml::from_str("optimizer = \"lbfgs\"").unwrap();
     let err = FineTuneConfig::from_toml(&bad).unwrap().to_finetune(0).unwrap_err().to_string();
     assert!(err.contains("finetune.optimizer") && err.contains("lbfgs"), "{err}");
+}
+
+/// Values drawn from a few levels, so that pooling windows hold ties.
+fn coarse(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.below(7) as f32 * 0.5 - 1.5).collect()
+}
+
+#[test]
+fn fast_max_pool_matches_burn_values_and_gradients() {
+    use burn::tensor::module as m;
+    use burn::tensor::ops::MaxPoolOptions;
+    use burn::tensor::{Device, Tensor, TensorData};
+    let dev = Device::flex().autodiff();
+    let mut rng = SplitMix64::new(11);
+    let dims = [2, 3, 9, 8];
+    let x = coarse(&mut rng, dims.iter().product());
+    // (kernel, strides, pads (begin, end) per axis, dilations)
+    let cases: [([usize; 2], [usize; 2], [(usize, usize); 2], [usize; 2]); 7] = [
+        ([2, 2], [2, 2], [(0, 0), (0, 0)], [1, 1]),
+        ([2, 2], [2, 2], [(1, 0), (1, 1)], [1, 1]),
+        // Columns 9 wide with 2x9 windows padded (1, 1): no column window lies wholly inside.
+        ([2, 9], [2, 2], [(0, 0), (1, 1)], [1, 1]),
+        ([3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
+        ([3, 2], [1, 2], [(0, 2), (1, 0)], [2, 1]),
+        ([2, 2], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+        ([1, 3], [3, 1], [(0, 0), (2, 2)], [1, 2]),
+    ];
+    for (k, s, p, d) in cases {
+        let r = coarse(&mut rng, 2 * 3 * 9 * 8);
+        let leaf = || Tensor::<4>::from_data(TensorData::new(x.clone(), dims), &dev).require_grad();
+        let run = |fast: bool| {
+            let xt = leaf();
+            let y = if fast {
+                crate::ops::max_pool_select(&xt, k, s, p, d).expect("fast path applies")
+            } else {
+                m::max_pool2d(xt.clone(), MaxPoolOptions::new(k).with_stride(s).with_padding_pairs(p).with_dilation(d))
+            };
+            let yd = y.dims();
+            let len: usize = yd.iter().product();
+            let rt = Tensor::<1>::from_data(TensorData::new(r[..len].to_vec(), [len]), &dev);
+            let loss = (y.clone().reshape([len]) * rt).sum();
+            let g = xt.grad(&loss.backward()).expect("gradient");
+            (yd, y.inner().into_data().try_to_vec::<f32>().unwrap(), g.into_data().try_to_vec::<f32>().unwrap())
+        };
+        let (fast, slow) = (run(true), run(false));
+        assert_eq!(fast.0, slow.0, "dims for {k:?} {s:?} {p:?} {d:?}");
+        assert_eq!(fast.1, slow.1, "values for {k:?} {s:?} {p:?} {d:?}");
+        assert_eq!(fast.2, slow.2, "gradient for {k:?} {s:?} {p:?} {d:?}");
+    }
+}
+
+#[test]
+fn conv_on_a_graph_input_matches_burn_conv_and_its_gradients() {
+    use burn::tensor::module as m;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Device, Tensor, TensorData};
+    // (pads t,l,b,r; strides; dilations)
+    for (pads, strides, dil) in
+        [([0, 0, 0, 0], [1, 1], [1, 1]), ([1, 0, 2, 1], [2, 1], [1, 2]), ([2, 2, 2, 2], [1, 3], [2, 1])]
+    {
+        let mut g = G::new(21);
+        let x = g.g.add_input(tensor_info(
+            "x",
+            DataType::Float,
+            &[Dim::Known(2), Dim::Known(3), Dim::Known(9), Dim::Known(8)],
+        ));
+        let (w, b) = (g.w(&[4, 3, 3, 2]), g.w(&[4]));
+        let y = g.op(
+            "Conv",
+            &[Some(ValueRef(x, 0)), Some(w), Some(b)],
+            vec![attr_ints("pads", &pads), attr_ints("strides", &strides), attr_ints("dilations", &dil)],
+        );
+        let (wn, bn) = (g.g.value_name(w).to_string(), g.g.value_name(b).to_string());
+        let ex = Executor::new(&g.finish(y)).unwrap();
+        let mut rng = SplitMix64::new(5);
+        let xv: Vec<f32> =
+            (0..2 * 3 * 9 * 8).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+        let input = HostTensor::new(xv.clone(), vec![2, 3, 9, 8]);
+        let out = ex.forward(std::slice::from_ref(&input)).unwrap().remove(0);
+        let r: Vec<f32> =
+            (0..out.data.len()).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+        let (od, rr) = (out.dims.clone(), r.clone());
+        let (_, grads) = ex
+            .gradients(std::slice::from_ref(&input), move |outs| {
+                let o = outs.into_iter().next().ok_or("no output")?;
+                let rt = F::from_host(rr, &od, &o.inner_device())?;
+                Ok(with_f!(o.mul(rt).ok_or("rank")?, t => t.sum()))
+            })
+            .unwrap();
+        // The reference: burn's conv2d on the same values.
+        let dev = Device::flex().autodiff();
+        let (wv, bv) = (ex.param(&wn).unwrap().data, ex.param(&bn).unwrap().data);
+        let wt = Tensor::<4>::from_data(TensorData::new(wv, [4, 3, 3, 2]), &dev).require_grad();
+        let bt = Tensor::<1>::from_data(TensorData::new(bv, [4]), &dev).require_grad();
+        let xt = Tensor::<4>::from_data(TensorData::new(xv, [2, 3, 9, 8]), &dev);
+        let opts = ConvOptions::new_with_padding(
+            [strides[0] as usize, strides[1] as usize],
+            [(pads[0] as usize, pads[2] as usize), (pads[1] as usize, pads[3] as usize)],
+            [dil[0] as usize, dil[1] as usize],
+            1,
+        );
+        let yr = m::conv2d(xt, wt.clone(), Some(bt.clone()), opts);
+        assert_eq!(yr.dims().to_vec(), out.dims, "dims for pads {pads:?}");
+        let yv = yr.clone().inner().into_data().try_to_vec::<f32>().unwrap();
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what} for pads {pads:?}: {x} vs {y}");
+            }
+        };
+        close(&out.data, &yv, "values");
+        let n = yv.len();
+        let rt = Tensor::<1>::from_data(TensorData::new(r, [n]), &dev);
+        let gr = (yr.reshape([n]) * rt).sum().backward();
+        close(
+            &grads[0].as_ref().unwrap().to_host().data,
+            &wt.grad(&gr).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+            "dW",
+        );
+        close(
+            &grads[1].as_ref().unwrap().to_host().data,
+            &bt.grad(&gr).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+            "dB",
+        );
+    }
+}
+
+#[test]
+fn host_sgd_is_bit_identical_to_burns_sgd() {
+    let dev = burn::tensor::Device::flex();
+    let mut rng = SplitMix64::new(3);
+    let mut draw =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect() };
+    let dims = [6usize, 5];
+    for kind in [
+        OptimizerKind::sgd(0.9, 0.0),
+        OptimizerKind::sgd(0.9, 0.01),
+        OptimizerKind::Sgd { momentum: 0.8, dampening: 0.1, nesterov: false, weight_decay: 5e-4 },
+        OptimizerKind::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 1e-3 },
+        OptimizerKind::sgd(0.0, 0.01),
+    ] {
+        let mut host = Optimizer::new(kind).unwrap();
+        let burn_opt = Optimizer::new(kind).unwrap();
+        assert!(host.host_sgd());
+        let mut w = draw(30);
+        let mut wb = F::from_host(w.clone(), &dims, &dev).unwrap();
+        let mut state = None;
+        for step in 0..4 {
+            let g = draw(30);
+            host.sgd_step(0, 0.05 + step as f64 * 0.01, &mut w, &g).unwrap();
+            let (rank, bw) = wb.into_bridge();
+            let (_, bg) = F::from_host(g, &dims, &dev).unwrap().into_bridge();
+            let (nw, st) = burn_opt.inner.step_dyn(rank, 0.05 + step as f64 * 0.01, bw, bg, state.take());
+            state = st;
+            wb = F::from_bridge(rank, nw).unwrap();
+            assert_eq!(w, wb.to_host().data, "{kind:?}, step {step}");
+        }
+    }
+}
+
+#[test]
+fn sgd_updates_in_place_leave_snapshots_alone() {
+    let (m, names) = mlp(6);
+    let mut ex = Executor::new(&m).unwrap();
+    let before: Vec<HostTensor> = names.iter().map(|n| ex.param(n).unwrap()).collect();
+    let snap = ex.snapshot();
+    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, 0.01)).unwrap();
+    for s in 0..3 {
+        let (x, y) = batch(s, 8);
+        ex.train_step(&mut opt, 0.1, &x, &y, &Loss::CrossEntropy, None).unwrap();
+    }
+    assert_ne!(ex.param(&names[0]).unwrap(), before[0]);
+    ex.restore(&snap).unwrap();
+    let after: Vec<HostTensor> = names.iter().map(|n| ex.param(n).unwrap()).collect();
+    assert_eq!(after, before);
 }

@@ -49,16 +49,35 @@ impl Executor {
                 if !p.trainable {
                     continue;
                 }
-                let (rank, w) = p.latent.clone().into_bridge();
-                let (_, gb) = g.into_bridge();
-                let (nw, st) = opt.inner.step_dyn(rank, lr, w, gb, opt.states.remove(&i));
-                let mut nw =
-                    F::from_bridge(rank, nw).ok_or_else(|| TrainError::param(&p.name, "optimizer changed the rank"))?;
+                let mut nw = match opt.host_sgd() {
+                    true => {
+                        // Move the weights out (the step's autodiff leaves are gone, so the buffer is
+                        // this parameter's alone unless a snapshot shares it) and update them in place.
+                        let rank = p.latent.rank();
+                        let keep = F::R1(Tensor::zeros([1], self.device()));
+                        let latent = std::mem::replace(&mut self.params[i].latent, keep);
+                        let (mut wd, gd) = (latent.into_data(), g.into_data());
+                        let p = &self.params[i];
+                        let bad = |r: &str| TrainError::param(&p.name, r);
+                        let (w, gs) = (wd.as_mut_slice::<f32>(), gd.as_slice::<f32>());
+                        let (Ok(w), Ok(gs)) = (w, gs) else { return Err(bad("parameter or gradient is not f32")) };
+                        opt.sgd_step(i, lr, w, gs).ok_or_else(|| bad("gradient and parameter sizes differ"))?;
+                        F::from_data(rank, wd, self.device()).ok_or_else(|| bad("optimizer changed the rank"))?
+                    }
+                    false => {
+                        let (rank, w) = p.latent.clone().into_bridge();
+                        let (_, gb) = g.contiguous().into_bridge();
+                        let (nw, st) = opt.inner.step_dyn(rank, lr, w, gb, opt.states.remove(&i));
+                        if let Some(st) = st {
+                            opt.states.insert(i, st);
+                        }
+                        F::from_bridge(rank, nw)
+                            .ok_or_else(|| TrainError::param(&p.name, "optimizer changed the rank"))?
+                    }
+                };
+                let p = &self.params[i];
                 if let (Some(m), None) = (&p.mask, &p.tie) {
                     nw = nw.mul(m.clone()).ok_or_else(|| TrainError::param(&p.name, "mask rank mismatch"))?;
-                }
-                if let Some(st) = st {
-                    opt.states.insert(i, st);
                 }
                 self.params[i].latent = nw;
             }

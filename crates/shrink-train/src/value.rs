@@ -107,6 +107,26 @@ impl F {
         HostTensor { data: data.unwrap_or_default(), dims }
     }
 
+    /// The values as `TensorData`, without a copy when the tensor is the
+    /// only owner of a row-major buffer (flex hands the buffer over).
+    pub fn into_data(self) -> TensorData {
+        with_f!(self, t => t.into_data())
+    }
+
+    /// A tensor of `rank` over `data` (flex adopts the buffer without a copy).
+    pub fn from_data(rank: usize, data: TensorData, device: &Device) -> Option<F> {
+        if data.shape().len() != rank {
+            return None;
+        }
+        Some(match rank {
+            1 => F::R1(Tensor::from_data(data, device)),
+            2 => F::R2(Tensor::from_data(data, device)),
+            3 => F::R3(Tensor::from_data(data, device)),
+            4 => F::R4(Tensor::from_data(data, device)),
+            _ => return None,
+        })
+    }
+
     /// Same values, new dims (element counts must agree).
     pub fn reshape(self, dims: &[usize]) -> Result<F, String> {
         let have = self.dims();
@@ -138,6 +158,29 @@ impl F {
         let mut nd = vec![1; rank - d.len()];
         nd.extend(d);
         self.reshape(&nd)
+    }
+
+    /// The same values in one row-major buffer. A strided view (the gradient
+    /// of a transposed Gemm weight) is copied once by flex's tiled copy;
+    /// otherwise every elementwise op of an optimizer would walk it index by
+    /// index. Free for a tensor that is already contiguous.
+    pub fn contiguous(self) -> F {
+        let n: usize = self.dims().iter().product();
+        match self {
+            F::R1(t) => F::R1(t),
+            F::R2(t) => F::R2({
+                let d = t.dims();
+                t.reshape([n]).reshape(d)
+            }),
+            F::R3(t) => F::R3({
+                let d = t.dims();
+                t.reshape([n]).reshape(d)
+            }),
+            F::R4(t) => F::R4({
+                let d = t.dims();
+                t.reshape([n]).reshape(d)
+            }),
+        }
     }
 
     pub fn autodiff(self) -> F {

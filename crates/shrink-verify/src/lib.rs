@@ -25,6 +25,7 @@ mod judge;
 pub mod latency;
 mod report;
 mod run;
+mod segmented;
 mod tensor;
 
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use judge::{InputSpec, Judge, Logits, top_k};
 pub use latency::LatencyConfig;
 pub use report::{AccuracyReport, AgreementReport, CompareReport, LatencyReport, Ratios, SizeReport, VerifyReport};
 pub use run::{run_onnx, run_onnx_folded};
+pub use segmented::{Segmented, SegmentedRun};
 pub use tensor::{datum_type, tensor_from_proto, tensor_from_proto_bytes, zero_tensor};
 
 /// The tract tensor type the functions of this crate take and return.

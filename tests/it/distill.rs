@@ -1,0 +1,219 @@
+//! Stage `distill` against tract: built students (MLP and CNN) trained a few
+//! steps run in tract with the trainer's logits and the teacher's interface;
+//! with `SHRINK_SLOW_TESTS=1`, the Fashion-MNIST benchmark (hard labels vs
+//! distilled, 3 seeds, tract-measured test error).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
+use shrink_graph::{Model, NodeKind};
+use shrink_stage::{NoProgress, StageCx, StageReport};
+use shrink_train::{Executor, HostTensor};
+use shrink_verify::{InputSpec, Judge, evaluate};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn slow() -> bool {
+    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
+}
+
+fn mnist(split: Split, layout: Layout, limit: usize) -> InMemoryDataset {
+    let pre = Preprocess { layout, ..Preprocess::default() };
+    let dirs = shrink_data::DataDirs { data_dir: Some(root().join("fixtures/data")), cache_dir: None };
+    shrink_data::load_builtin_from(&dirs, "mnist", split, &pre).unwrap().truncated(limit).unwrap()
+}
+
+fn run_stage(table: &toml::Table, model: &mut Model, original: &Model, train: &dyn Dataset, seed: u64) -> StageReport {
+    let stage = shrink_pipeline::builtin().build("distill", table).unwrap();
+    let mut progress = NoProgress;
+    let mut cx = StageCx {
+        pipeline: "test".into(),
+        index: 0,
+        train: Some(train),
+        test: None,
+        original,
+        seed,
+        progress: &mut progress,
+        scratch: std::env::temp_dir(),
+        output_dir: std::env::temp_dir(),
+    };
+    stage.run(model, &mut cx).unwrap()
+}
+
+fn io_names(m: &Model) -> Vec<String> {
+    let g = &m.graph;
+    g.real_inputs()
+        .chain(g.outputs().iter().copied())
+        .filter_map(|id| match g.node(id) {
+            NodeKind::Input(i) | NodeKind::Output(i) => Some(i.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Top-1 accuracy and correct count of `model` on `test`, in tract.
+fn tract_accuracy(model: &Model, test: &dyn Dataset) -> (f64, u64) {
+    let mut judge = Judge::new("student", model, &InputSpec::default()).unwrap();
+    let res = evaluate(&mut [&mut judge], test, 500, None, &mut |_, _| {}).unwrap();
+    (res.accuracy[0].top1, res.accuracy[0].top1_correct)
+}
+
+/// A student built from a spec, trained 80 steps by the stage: it survives
+/// an ONNX round trip, tract's logits equal the trainer's (1e-4), it keeps
+/// the teacher's input/output names, and it learned something (tract top-1
+/// well above chance on 1,000 test images).
+#[test]
+fn built_students_run_in_tract_like_in_the_trainer() {
+    let cases = [
+        ("lenet-300-100", Layout::Flat, "{ mlp = [30] }", 784 * 30 + 30 + 310),
+        ("lenet-5", Layout::Nchw, "{ cnn = { channels = [4, 8], fc = [16] } }", 40 + 296 + 392 * 16 + 16 + 170),
+    ];
+    for (name, layout, student, params) in cases {
+        let t0 = Instant::now();
+        let teacher = Model::load(root().join(format!("fixtures/models/{name}.onnx"))).unwrap();
+        let train = mnist(Split::Train, layout, 3000);
+        let test = mnist(Split::Test, layout, 1000);
+        let table: toml::Table = format!(
+            "kind = 'distill'\nstudent = {student}\nalpha = 0.7\ntemperature = 3.0\n\
+             [finetune]\nmax_steps = 80\nbatch_size = 64\noptimizer = 'adam'\nlr = 0.003\nvalidation = 500"
+        )
+        .parse()
+        .unwrap();
+        let mut model = teacher.clone();
+        let rep = run_stage(&table, &mut model, &teacher, &train, 3);
+        assert_eq!(rep.figures["student_params"], params as f64, "{name}: {}", rep.summary);
+        assert_eq!(io_names(&model), io_names(&teacher), "{name}");
+        let model = Model::from_bytes(&model.to_bytes()).unwrap();
+        let exec = Executor::new(&model).unwrap();
+        let batch = test.batch(&(0..64).collect::<Vec<_>>()).unwrap();
+        let ours = exec.forward(&[HostTensor::new(batch.inputs.clone(), batch.shape.clone())]).unwrap().remove(0);
+        let mut judge = Judge::new(name, &model, &InputSpec::default()).unwrap();
+        let theirs = judge.logits(&batch.inputs, 64).unwrap();
+        for i in 0..64 {
+            for (a, b) in ours.data[i * 10..i * 10 + 10].iter().zip(theirs.row(i)) {
+                assert!((a - b).abs() < 1e-4, "{name}: sample {i}: trainer {a} vs tract {b}");
+            }
+        }
+        let (acc, _) = tract_accuracy(&model, &test);
+        assert!(acc > 0.4, "{name}: student top-1 {acc} after 80 steps");
+        eprintln!(
+            "{name} → {student}: tract top-1 {:.1} % after 80 steps ({:.1} s)",
+            acc * 100.0,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// `student = "current"` keeps the model's architecture and distils into it;
+/// the teacher (the original) is unchanged.
+#[test]
+fn current_student_is_trained_in_place() {
+    let teacher = Model::load(root().join("fixtures/models/lenet-300-100.onnx")).unwrap();
+    let train = mnist(Split::Train, Layout::Flat, 1000);
+    let table: toml::Table =
+        "student = 'current'\nalpha = 1.0\n[finetune]\nmax_steps = 5\nvalidation = 0\nlr = 0.01".parse().unwrap();
+    let mut model = teacher.clone();
+    let rep = run_stage(&table, &mut model, &teacher, &train, 1);
+    assert_eq!(rep.figures["param_ratio"], 1.0);
+    assert_eq!(model.graph.ops().len(), teacher.graph.ops().len());
+    let test = mnist(Split::Test, Layout::Flat, 1000);
+    let (acc, _) = tract_accuracy(&model, &test);
+    assert!(acc > 0.95, "distilling a model into itself kept top-1 {acc}");
+}
+
+fn mean_spread(v: &[f64]) -> (f64, f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+    let range = v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min);
+    (mean, sd, range)
+}
+
+fn env_f64(key: &str) -> Option<f64> {
+    std::env::var(key).ok().and_then(|v| v.parse().ok())
+}
+
+/// The benchmark of `pipelines/distill-fashion.toml`: its student trained on
+/// hard labels (alpha 0) and distilled (the pipeline's alpha and T), the same
+/// epochs and seeds (same initialisation, shuffles and validation split), 3
+/// seeds; test error measured in tract on the 10,000 Fashion-MNIST test
+/// images. Overrides for trials: `SHRINK_DISTILL_ALPHA`, `SHRINK_DISTILL_T`,
+/// `SHRINK_DISTILL_EPOCHS`, `SHRINK_DISTILL_LIMIT` (training samples),
+/// `SHRINK_DISTILL_VALIDATION` (samples held out of them),
+/// `SHRINK_DISTILL_SEEDS`, `SHRINK_DISTILL_PIPELINE` (another distill-*.toml
+/// whose data is builtin, e.g. pipelines/distill-mnist.toml).
+/// Asserts the student is ≥ 10× smaller and that distillation does not lose
+/// to hard labels by more than the seed spread; prints both means ± spread.
+#[test]
+fn fashion_benchmark() {
+    if !slow() {
+        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+        return;
+    }
+    let pipeline = std::env::var("SHRINK_DISTILL_PIPELINE").unwrap_or_else(|_| "pipelines/distill-fashion.toml".into());
+    let text = std::fs::read_to_string(root().join(&pipeline)).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    let model_path = doc["pipeline"]["model"].as_str().unwrap();
+    let builtin = doc["data"]["train"]["builtin"].as_str().unwrap().to_string();
+    let mut stage = doc["stage"].as_array().unwrap()[0].as_table().unwrap().clone();
+    if let Some(a) = env_f64("SHRINK_DISTILL_ALPHA") {
+        stage.insert("alpha".into(), toml::Value::Float(a));
+    }
+    if let Some(t) = env_f64("SHRINK_DISTILL_T") {
+        stage.insert("temperature".into(), toml::Value::Float(t));
+    }
+    for (var, key) in [("SHRINK_DISTILL_EPOCHS", "epochs"), ("SHRINK_DISTILL_VALIDATION", "validation")] {
+        if let Some(v) = env_f64(var) {
+            let ft = stage.get_mut("finetune").and_then(|v| v.as_table_mut()).unwrap();
+            ft.insert(key.into(), toml::Value::Integer(v as i64));
+        }
+    }
+    let seeds = env_f64("SHRINK_DISTILL_SEEDS").map_or(3, |s| s as u64);
+    let teacher = Model::load(root().join(model_path)).unwrap();
+    let judge = Judge::new("teacher", &teacher, &InputSpec::default()).unwrap();
+    let pre = Preprocess { layout: Layout::for_sample(judge.sample_shape()), ..Preprocess::default() };
+    let mut train = shrink_data::load_builtin(&builtin, Split::Train, &pre).unwrap();
+    if let Some(n) = env_f64("SHRINK_DISTILL_LIMIT") {
+        train = train.truncated(n as usize).unwrap();
+    }
+    let test = shrink_data::load_builtin(&builtin, Split::Test, &pre).unwrap();
+    let (t_acc, t_correct) = tract_accuracy(&teacher, &test);
+    let mut hard_table = stage.clone();
+    hard_table.insert("alpha".into(), toml::Value::Float(0.0));
+    let (mut hard, mut soft) = (Vec::new(), Vec::new());
+    let mut ratio = 0.0;
+    for seed in 1..=seeds {
+        for (table, errs) in [(&hard_table, &mut hard), (&stage, &mut soft)] {
+            let t0 = Instant::now();
+            let mut model = teacher.clone();
+            let rep = run_stage(table, &mut model, &teacher, &train, seed);
+            let (acc, correct) = tract_accuracy(&model, &test);
+            ratio = rep.figures["param_ratio"];
+            eprintln!(
+                "seed {seed} alpha {}: test error {:.2} % ({correct}/{}) in tract ({:.0} s)",
+                rep.figures["alpha"],
+                (1.0 - acc) * 100.0,
+                test.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            errs.push((1.0 - acc) * 100.0);
+        }
+    }
+    let (hm, hsd, hr) = mean_spread(&hard);
+    let (sm, ssd, sr) = mean_spread(&soft);
+    eprintln!(
+        "{pipeline}: teacher {} test error {:.2} % ({t_correct}/{}); student {ratio:.1}× fewer parameters",
+        model_path,
+        (1.0 - t_acc) * 100.0,
+        test.len()
+    );
+    eprintln!("stage: {stage:?}");
+    eprintln!("hard labels: {hm:.2} % ± {hsd:.2} (sd), range {hr:.2}, per seed {hard:.2?}");
+    eprintln!("distilled:   {sm:.2} % ± {ssd:.2} (sd), range {sr:.2}, per seed {soft:.2?}");
+    eprintln!("gain {:.2} pp; spread max(sd) {:.2}", hm - sm, hsd.max(ssd));
+    assert!(ratio >= 10.0, "the student is only {ratio:.1}× smaller");
+    assert!(sm < hm + hsd.max(ssd), "distilled {sm:.2} % is worse than hard labels {hm:.2} % beyond the spread");
+}

@@ -1,0 +1,186 @@
+//! Stage `lowrank` judged by tract: full-rank factorisations reproduce
+//! Gemm, MatMul and Conv layers (channel and spatial) on random shapes
+//! (proptest), a depthwise-separable replacement runs, a quick LeNet-300-100
+//! pipeline, and with `SHRINK_SLOW_TESTS=1` the full pipelines
+//! (`pipelines/lowrank-*.toml`) and their targets.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use shrink_graph::builder::{attr_int, attr_ints, tensor_info};
+use shrink_graph::{DataType, Dim, Graph, Model, Op, Tensor, ValueRef};
+use shrink_lowrank::{Method, Sigma, factor, svd};
+use shrink_pipeline::{Pipeline, RunOptions};
+use shrink_stage::NoProgress;
+use shrink_verify::run_onnx;
+
+use crate::util::{Rng, model};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn slow() -> bool {
+    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
+}
+
+fn run(m: &Model, input: &[f32], dims: &[usize]) -> Vec<f32> {
+    let t = shrink_verify::Tensor::from_shape::<f32>(dims, input).unwrap();
+    let out = run_onnx(&m.to_bytes(), &[t]).unwrap();
+    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+}
+
+/// What the random layer is.
+#[derive(Debug, Clone)]
+enum Layer {
+    Gemm { n_in: usize, n_out: usize, trans_b: bool },
+    MatMul { n_in: usize, n_out: usize },
+    Conv { c: usize, n: usize, k: [usize; 2], stride: [usize; 2], pads: [usize; 4], dil: [usize; 2] },
+}
+
+fn layer() -> impl Strategy<Value = Layer> {
+    prop_oneof![
+        (1usize..40, 1usize..40, any::<bool>()).prop_map(|(n_in, n_out, trans_b)| Layer::Gemm { n_in, n_out, trans_b }),
+        (1usize..40, 1usize..40).prop_map(|(n_in, n_out)| Layer::MatMul { n_in, n_out }),
+        (1usize..6, 1usize..8, [1usize..4, 1usize..4], [1usize..3, 1usize..3], [0usize..2, 0usize..2, 0usize..2, 0usize..2], [1usize..3, 1usize..3])
+            .prop_map(|(c, n, k, stride, pads, dil)| Layer::Conv { c, n, k, stride, pads, dil }),
+    ]
+}
+
+/// One layer with a bias, its input dims.
+fn one_layer(l: &Layer, rng: &mut Rng) -> (Model, Vec<usize>) {
+    let mut g = Graph::new("g");
+    let batch = 3usize;
+    let (in_dims, w_dims, bias, op) = match *l {
+        Layer::Gemm { n_in, n_out, trans_b } => {
+            let mut op = Op::new("Gemm", "layer", 3, vec!["y".into()]);
+            op.attributes = vec![attr_int("transB", trans_b as i64)];
+            let w = if trans_b { vec![n_out, n_in] } else { vec![n_in, n_out] };
+            (vec![batch, n_in], w, Some(n_out), op)
+        }
+        Layer::MatMul { n_in, n_out } => {
+            (vec![batch, n_in], vec![n_in, n_out], None, Op::new("MatMul", "layer", 2, vec!["y".into()]))
+        }
+        Layer::Conv { c, n, k, stride, pads, dil } => {
+            let mut op = Op::new("Conv", "layer", 3, vec!["y".into()]);
+            let i = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
+            op.attributes = vec![
+                attr_ints("kernel_shape", &i(&k)),
+                attr_ints("strides", &i(&stride)),
+                attr_ints("pads", &i(&pads)),
+                attr_ints("dilations", &i(&dil)),
+            ];
+            (vec![batch, c, 9, 8], vec![n, c, k[0], k[1]], Some(n), op)
+        }
+    };
+    let dims = |v: &[usize]| v.iter().map(|&x| Dim::Known(x as u64)).collect::<Vec<_>>();
+    let x = g.add_input(tensor_info("x", DataType::Float, &dims(&in_dims)));
+    let n_w: usize = w_dims.iter().product();
+    let w = g.add_weight(Tensor::from_f32(
+        "layer.weight",
+        &w_dims.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+        &rng.vec(n_w, 0.5),
+    ));
+    let mut ins = vec![Some(ValueRef(x, 0)), Some(ValueRef(w, 0))];
+    if let Some(n) = bias {
+        let b = g.add_weight(Tensor::from_f32("layer.bias", &[n as i64], &rng.vec(n, 0.5)));
+        ins.push(Some(ValueRef(b, 0)));
+    }
+    let id = g.add_op(op, &ins);
+    g.add_output(ValueRef(id, 0), tensor_info("", DataType::Float, &[]));
+    (model(g, 17), in_dims)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Full-rank SVD (channel or spatial for convs, Σ anywhere) reproduces
+    /// the layer in tract within 1e-5.
+    #[test]
+    fn full_rank_factorisation_reproduces_the_layer(l in layer(), seed in 1u64..10_000, spatial in any::<bool>(), sigma in 0usize..3) {
+        let mut rng = Rng::new(seed);
+        let (m, in_dims) = one_layer(&l, &mut rng);
+        let x = rng.vec(in_dims.iter().product(), 1.0);
+        let want = run(&m, &x, &in_dims);
+        let method = if spatial && matches!(l, Layer::Conv { k, .. } if k[0] > 1 && k[1] > 1) { Method::Spatial } else { Method::Svd };
+        let mut f = m.clone();
+        let op = f.graph.find_op("layer").unwrap();
+        let c = factor::candidate(&f.graph, op, method).unwrap();
+        let d = svd::svd(c.rows, c.cols, &c.matrix).unwrap();
+        factor::apply(&mut f.graph, &c, &d, d.s.len(), [Sigma::First, Sigma::Second, Sigma::Sqrt][sigma]).unwrap();
+        f.graph.verify().unwrap();
+        prop_assert_eq!(f.graph.ops().len(), 2);
+        let got = run(&Model::from_bytes(&f.to_bytes()).unwrap(), &x, &in_dims);
+        prop_assert_eq!(got.len(), want.len());
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        prop_assert!(diff <= 1e-5, "{:?} {:?}: max abs diff {}", l, method, diff);
+    }
+}
+
+/// Runs `pipelines/<file>` with its output in a temporary folder and extra `--set` overrides.
+fn run_pipeline(file: &str, extra: &[&str]) -> shrink_pipeline::Report {
+    let out = tempfile::tempdir().unwrap();
+    let path = root().join("pipelines").join(file);
+    let text: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let model = root().join(text["pipeline"]["model"].as_str().unwrap());
+    let mut sets = vec![
+        format!("pipeline.output=\"{}\"", out.path().display()),
+        format!("pipeline.model=\"{}\"", model.display()),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let p = Pipeline::load(&path, &sets).unwrap();
+    let outcome = shrink_pipeline::run(&p, &shrink_pipeline::builtin(), &RunOptions::default(), &mut NoProgress)
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    for row in &outcome.report.rows {
+        eprintln!("{file}: step {} {}: accuracy {:?} params {}", row.step, row.kind, row.accuracy, row.size.params);
+        if let Some(s) = &row.stage {
+            eprintln!("  {}", s.summary);
+            for l in &s.layers {
+                eprintln!("    {}: {}", l.layer, l.note);
+            }
+        }
+    }
+    outcome.report
+}
+
+/// The LeNet-300-100 pipeline shrunk to seconds: fc1 (and fc2) factorised,
+/// tract runs the result, the layer notes carry rank, params, MACs, error.
+#[test]
+fn quick_svd_pipeline_on_lenet_300_100() {
+    let report = run_pipeline(
+        "lowrank-lenet-300-100.toml",
+        &[
+            "data.train.limit=3000",
+            "data.test.limit=1000",
+            "verify.latency=false",
+            "stage.0.finetune.epochs=1",
+            "stage.0.finetune.max_steps=20",
+            "stage.0.finetune.validation=500",
+        ],
+    );
+    let first = &report.rows[0];
+    let last = report.rows.last().unwrap();
+    assert!((last.size.params as f64) <= 0.3 * first.size.params as f64, "{} params", last.size.params);
+    let acc = last.accuracy.unwrap();
+    assert!(acc > 0.90, "accuracy {acc} in tract");
+    let stage = last.stage.as_ref().unwrap();
+    let fc1 = stage.layers.iter().find(|l| l.layer == "/0/Gemm").unwrap();
+    for key in ["rank", "params_before", "params_after", "macs_before", "macs_after", "rel_error"] {
+        assert!(fc1.figures.contains_key(key), "{key} missing from {fc1:?}");
+    }
+    assert!(fc1.figures["params_after"] < fc1.figures["params_before"]);
+}
+
+/// The full LeNet-300-100 pipeline: ≤ 0.3× params at ≤ 1.75 % test error in tract.
+#[test]
+fn lenet_300_100_pipeline_reaches_the_target() {
+    if !slow() {
+        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+        return;
+    }
+    let report = run_pipeline("lowrank-lenet-300-100.toml", &["verify.latency=false"]);
+    let (first, last) = (&report.rows[0], report.rows.last().unwrap());
+    let ratio = last.size.params as f64 / first.size.params as f64;
+    let err = 1.0 - last.accuracy.unwrap();
+    assert!(ratio <= 0.3, "params ratio {ratio}");
+    assert!(err <= 0.0175 + 1e-9, "test error {:.2} %", err * 100.0);
+}
