@@ -42,7 +42,14 @@ fn layer() -> impl Strategy<Value = Layer> {
     prop_oneof![
         (1usize..40, 1usize..40, any::<bool>()).prop_map(|(n_in, n_out, trans_b)| Layer::Gemm { n_in, n_out, trans_b }),
         (1usize..40, 1usize..40).prop_map(|(n_in, n_out)| Layer::MatMul { n_in, n_out }),
-        (1usize..6, 1usize..8, [1usize..4, 1usize..4], [1usize..3, 1usize..3], [0usize..2, 0usize..2, 0usize..2, 0usize..2], [1usize..3, 1usize..3])
+        (
+            1usize..6,
+            1usize..8,
+            [1usize..4, 1usize..4],
+            [1usize..3, 1usize..3],
+            [0usize..2, 0usize..2, 0usize..2, 0usize..2],
+            [1usize..3, 1usize..3]
+        )
             .prop_map(|(c, n, k, stride, pads, dil)| Layer::Conv { c, n, k, stride, pads, dil }),
     ]
 }

@@ -72,11 +72,7 @@ pub fn candidate(graph: &Graph, op: NodeId) -> Result<DwCandidate, String> {
     let weight_name = t.name().to_string();
     let bias = match graph.input(op, 2) {
         None => vec![0.0; n],
-        Some(b) => graph
-            .weight(b)
-            .ok_or("its bias is not a constant")?
-            .to_f32()
-            .map_err(|e| format!("bias: {e}"))?,
+        Some(b) => graph.weight(b).ok_or("its bias is not a constant")?.to_f32().map_err(|e| format!("bias: {e}"))?,
     };
     if bias.len() != n {
         return Err(format!("bias has {} values for {n} output channels", bias.len()));

@@ -91,8 +91,8 @@ impl LowRank {
                 }
                 let names = layer_names(model, id);
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                let included =
-                    self.cfg.layers.is_empty() || self.cfg.layers.iter().any(|p| names.iter().any(|n| glob_match(p, n)));
+                let included = self.cfg.layers.is_empty()
+                    || self.cfg.layers.iter().any(|p| names.iter().any(|n| glob_match(p, n)));
                 let excluded = self.cfg.exclude.iter().any(|p| names.iter().any(|n| glob_match(p, n)));
                 included && !excluded
             })
@@ -133,10 +133,8 @@ impl LowRank {
             figs.insert("rel_error".to_string(), err);
             if !svd::pays(k, c.rows, c.cols) {
                 debug!(layer = %name, rank = k, factored, full, "left alone: factorisation saves nothing");
-                let mut l = left(
-                    name,
-                    format!("left alone: rank {k} of {} needs {factored} weights ≥ {full}", d.s.len()),
-                );
+                let mut l =
+                    left(name, format!("left alone: rank {k} of {} needs {factored} weights ≥ {full}", d.s.len()));
                 l.figures = figs;
                 out.push(l);
                 continue;
@@ -178,7 +176,12 @@ impl LowRank {
                         let (p, bias) = depthwise::fit_pointwise(model, &c, &d, train, self.cfg.calibration)
                             .map_err(|e| StageError::failed(STAGE, format!("layer `{name}`: least squares: {e}")))?;
                         let n = self.cfg.calibration.min(train.len());
-                        depthwise::DwFactors { d, p, bias, how: format!("rank-1 depthwise, pointwise fitted on {n} samples") }
+                        depthwise::DwFactors {
+                            d,
+                            p,
+                            bias,
+                            how: format!("rank-1 depthwise, pointwise fitted on {n} samples"),
+                        }
                     }
                     None => depthwise::DwFactors {
                         d,
@@ -198,7 +201,10 @@ impl LowRank {
             debug!(layer = %name, rel_error = err, init = %f.how, "depthwise-separable");
             out.push(Decision {
                 first: Some(format!("{name}.lowrank")),
-                note: format!("depthwise {}×{} + pointwise {}→{} ({}), ‖W − P·D‖/‖W‖ = {err:.4}", c.kh, c.kw, c.c, c.n, f.how),
+                note: format!(
+                    "depthwise {}×{} + pointwise {}→{} ({}), ‖W − P·D‖/‖W‖ = {err:.4}",
+                    c.kh, c.kw, c.c, c.n, f.how
+                ),
                 name,
                 figures: figs,
             });

@@ -254,14 +254,11 @@ impl LowRankParams {
                 ));
             }
         };
-        let given: Vec<(PolicyKind, &toml::Value)> = [
-            (PolicyKind::Rank, &p.rank),
-            (PolicyKind::Energy, &p.energy),
-            (PolicyKind::ParamsRatio, &p.params_ratio),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-        .collect();
+        let given: Vec<(PolicyKind, &toml::Value)> =
+            [(PolicyKind::Rank, &p.rank), (PolicyKind::Energy, &p.energy), (PolicyKind::ParamsRatio, &p.params_ratio)]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+                .collect();
         let policy = match (method, given.as_slice()) {
             (Method::DepthwiseSeparable, []) => None,
             (Method::DepthwiseSeparable, [(k, _), ..]) => {
@@ -312,7 +309,8 @@ impl LowRankParams {
         let finetune = match &p.finetune {
             Some(t) => {
                 let cfg = FineTuneConfig::from_toml(t).map_err(|e| {
-                    let inner = key_of(&e.to_string()).map_or_else(|| "finetune".to_string(), |k| format!("finetune.{k}"));
+                    let inner =
+                        key_of(&e.to_string()).map_or_else(|| "finetune".to_string(), |k| format!("finetune.{k}"));
                     StageError::param(STAGE, &inner, e.to_string())
                 })?;
                 cfg.to_finetune(0).map_err(|e| StageError::param(STAGE, "finetune", e.to_string()))?;

@@ -73,7 +73,9 @@ pub fn add_first(
 pub fn without_spatial(attrs: &[AttributeProto]) -> Vec<AttributeProto> {
     attrs
         .iter()
-        .filter(|a| !matches!(a.name.as_str(), "kernel_shape" | "strides" | "pads" | "dilations" | "auto_pad" | "group"))
+        .filter(|a| {
+            !matches!(a.name.as_str(), "kernel_shape" | "strides" | "pads" | "dilations" | "auto_pad" | "group")
+        })
         .cloned()
         .collect()
 }

@@ -35,14 +35,16 @@ fn mlp() -> Model {
     let mut s = 11u64;
     let mut g = Graph::new("g");
     let x = g.add_input(tensor_info("x", DataType::Float, &[Dim::Sym("batch".into()), Dim::Known(20)]));
-    let w1 = g.add_weight(Tensor::from_f32("fc1.weight", &[16, 20], &(0..320).map(|_| rnd(&mut s)).collect::<Vec<_>>()));
+    let w1 =
+        g.add_weight(Tensor::from_f32("fc1.weight", &[16, 20], &(0..320).map(|_| rnd(&mut s)).collect::<Vec<_>>()));
     let b1 = g.add_weight(Tensor::from_f32("fc1.bias", &[16], &(0..16).map(|_| rnd(&mut s)).collect::<Vec<_>>()));
     let mut op = Op::new("Gemm", "fc1", 3, vec!["h".into()]);
     op.attributes.push(attr_int("transB", 1));
     let fc1 = g.add_op(op, &[Some(ValueRef(x, 0)), Some(ValueRef(w1, 0)), Some(ValueRef(b1, 0))]);
     let relu = g.add_op(Op::new("Relu", "relu", 1, vec!["r".into()]), &[Some(ValueRef(fc1, 0))]);
     let w2 = g.add_weight(Tensor::from_f32("fc2.weight", &[16, 6], &(0..96).map(|_| rnd(&mut s)).collect::<Vec<_>>()));
-    let fc2 = g.add_op(Op::new("MatMul", "fc2", 2, vec!["y".into()]), &[Some(ValueRef(relu, 0)), Some(ValueRef(w2, 0))]);
+    let fc2 =
+        g.add_op(Op::new("MatMul", "fc2", 2, vec!["y".into()]), &[Some(ValueRef(relu, 0)), Some(ValueRef(w2, 0))]);
     g.add_output(ValueRef(fc2, 0), tensor_info("", DataType::Float, &[Dim::Sym("batch".into()), Dim::Known(6)]));
     Model { meta: meta(), graph: g, source: None }
 }
@@ -51,13 +53,24 @@ fn mlp() -> Model {
 fn conv() -> Model {
     let mut s = 5u64;
     let mut g = Graph::new("g");
-    let x = g.add_input(tensor_info("x", DataType::Float, &[Dim::Sym("batch".into()), Dim::Known(3), Dim::Known(8), Dim::Known(8)]));
-    let w = g.add_weight(Tensor::from_f32("conv.weight", &[6, 3, 3, 3], &(0..162).map(|_| rnd(&mut s)).collect::<Vec<_>>()));
+    let x = g.add_input(tensor_info(
+        "x",
+        DataType::Float,
+        &[Dim::Sym("batch".into()), Dim::Known(3), Dim::Known(8), Dim::Known(8)],
+    ));
+    let w = g.add_weight(Tensor::from_f32(
+        "conv.weight",
+        &[6, 3, 3, 3],
+        &(0..162).map(|_| rnd(&mut s)).collect::<Vec<_>>(),
+    ));
     let b = g.add_weight(Tensor::from_f32("conv.bias", &[6], &(0..6).map(|_| rnd(&mut s)).collect::<Vec<_>>()));
     let mut op = Op::new("Conv", "conv", 3, vec!["y".into()]);
     op.attributes = vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1])];
     let c = g.add_op(op, &[Some(ValueRef(x, 0)), Some(ValueRef(w, 0)), Some(ValueRef(b, 0))]);
-    g.add_output(ValueRef(c, 0), tensor_info("", DataType::Float, &[Dim::Sym("batch".into()), Dim::Known(6), Dim::Known(8), Dim::Known(8)]));
+    g.add_output(
+        ValueRef(c, 0),
+        tensor_info("", DataType::Float, &[Dim::Sym("batch".into()), Dim::Known(6), Dim::Known(8), Dim::Known(8)]),
+    );
     Model { meta: meta(), graph: g, source: None }
 }
 
