@@ -281,6 +281,8 @@ fn forms_side_by_side() {
     }
     let train = mnist(Split::Train);
     let test = mnist(Split::Test);
+    // `cargo xtask bench int8-forms` sets SHRINK_BENCH_OUT and embeds this table in BENCHMARKS.md.
+    let mut md = String::new();
     for name in ["lenet-5", "convnet-mix"] {
         let float = Model::load(fixtures().join(format!("models/{name}.onnx"))).unwrap();
         let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../pipelines/quantize-int8-{name}.toml"));
@@ -325,9 +327,26 @@ fn forms_side_by_side() {
             "{:<18} {:>8} {:>9} {:>10} {:>7} {:>10} {:>10} {:>9} {:>9}",
             "form", "top-1 %", "drop pp", "bytes", "size x", "b1 ms", "b64 ms", "b1 speed", "b64 speed"
         );
+        md.push_str(&format!(
+            "\n{name} (tract, MNIST test 10k, 1 thread; speed = f32 median / form median, measured interleaved)\n\n\
+             | form | top-1 | drop pp | bytes | size | b1 ms | b64 ms | b1 speed | b64 speed |\n\
+             |---|---|---|---|---|---|---|---|---|\n"
+        ));
         for (i, v) in variants.iter().enumerate() {
             let bytes = v.model.to_bytes().len() as f64;
             let a = acc.accuracy[i].top1;
+            md.push_str(&format!(
+                "| {} | {:.2} % | {:.2} | {} | {:.3}x | {:.4} | {:.4} | {:.2}x | {:.2}x |\n",
+                v.name,
+                a * 100.0,
+                (f32_acc - a) * 100.0,
+                bytes,
+                bytes / f32_bytes,
+                lat1[i].median_ms,
+                lat64[i].median_ms,
+                lat1[0].median_ms / lat1[i].median_ms,
+                lat64[0].median_ms / lat64[i].median_ms,
+            ));
             eprintln!(
                 "{:<18} {:>8.2} {:>9.2} {:>10} {:>7.3} {:>10.4} {:>10.4} {:>8.2}x {:>8.2}x",
                 v.name,
@@ -345,5 +364,9 @@ fn forms_side_by_side() {
                 assert!(bytes / f32_bytes <= 0.27, "{name} {}: size ratio {}", v.name, bytes / f32_bytes);
             }
         }
+    }
+    if let Some(dir) = std::env::var_os("SHRINK_BENCH_OUT") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(Path::new(&dir).join("int8-forms.md"), md).unwrap();
     }
 }

@@ -95,6 +95,26 @@ const PIPELINES: &[PipelineBench] = &[
     },
 ];
 
+/// A benchmark that is a slow integration test printing a table: it runs with
+/// `SHRINK_SLOW_TESTS=1` and `SHRINK_BENCH_OUT=out/bench`, and writes
+/// `out/bench/<name>.md`, which becomes its section.
+struct TestBench {
+    name: &'static str,
+    test: &'static str,
+    title: &'static str,
+    anchor: &'static str,
+}
+
+const TESTS: &[TestBench] = &[TestBench {
+    name: "int8-forms",
+    test: "int8::forms_side_by_side",
+    title: "int8 export forms side by side (tract latency, one run)",
+    anchor: "Every form of the int8 stage (and ORT-style dynamic quantisation for comparison) on LeNet-5 and \
+             convnet-mix, measured interleaved with f32 in one run. Earlier measurement on this machine class: \
+             tract 0.23 ran int8 slower than f32 (QDQ 0.55×–0.83×, QLinearMatMul 0.76×–0.81×); weight-only \
+             DequantizeLinear is folded into f32 constants at load.",
+}];
+
 const USAGE: &str =
     "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train or a pipeline bench; none: all)";
 
@@ -108,9 +128,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     for n in &names {
         anyhow::ensure!(
-            *n == "train" || PIPELINES.iter().any(|p| p.name == *n),
-            "unknown bench `{n}`; known: train, {}\n{USAGE}",
-            PIPELINES.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+            *n == "train" || PIPELINES.iter().any(|p| p.name == *n) || TESTS.iter().any(|t| t.name == *n),
+            "unknown bench `{n}`; known: train, {}, {}\n{USAGE}",
+            PIPELINES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+            TESTS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
         );
     }
     let all = names.is_empty();
@@ -164,6 +185,42 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             write_section(&root.join("BENCHMARKS.md"), b.name, &section(b, &md, secs, reuse))?;
         }
     }
+    if !quick {
+        for t in TESTS.iter().filter(|t| (all && !reuse) || names.contains(&t.name)) {
+            let out = root.join("out/bench");
+            let md_path = out.join(format!("{}.md", t.name));
+            let t0 = std::time::Instant::now();
+            if !reuse {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut cmd = Command::new(&cargo);
+                cmd.current_dir(&root)
+                    .args(["test", "-p", "shrink-tests", "--", t.test, "--exact", "--nocapture"])
+                    .env("SHRINK_SLOW_TESTS", "1")
+                    .env("SHRINK_BENCH_OUT", &out);
+                println!("bench {}: {:?}", t.name, cmd);
+                if let Err(e) = crate::run_cmd(&mut cmd) {
+                    println!("bench {} failed: {e:#}", t.name);
+                    failed.push(t.name);
+                    continue;
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let md = std::fs::read_to_string(&md_path).with_context(|| format!("reading {}", md_path.display()))?;
+            let how = if reuse {
+                format!(
+                    "the output of `SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- {} --exact` (recorded by `cargo xtask bench {} --reuse`)",
+                    t.test, t.name
+                )
+            } else {
+                format!(
+                    "`cargo xtask bench {}` (runs the test `{}` with SHRINK_SLOW_TESTS=1; {secs:.0} s here)",
+                    t.name, t.test
+                )
+            };
+            let body = format!("## {}\n\n{how}. {}\n\n{}\n{md}", t.title, t.anchor, machine_line());
+            write_section(&root.join("BENCHMARKS.md"), t.name, &body)?;
+        }
+    }
     anyhow::ensure!(failed.is_empty(), "benches failed: {}", failed.join(", "));
     Ok(())
 }
@@ -184,7 +241,8 @@ fn section(b: &PipelineBench, report_md: &str, secs: f64, reused: bool) -> Strin
     } else {
         format!("`cargo xtask bench {}` (runs `shrink run {}`; {:.0} s here)", b.name, b.pipeline, secs)
     };
-    format!("## {}\n\n{how}. {}\n\n{}\n{body}", b.title, b.anchor, machine_line())
+    let machine = if reused { format!("{} (recorded)", machine_line()) } else { machine_line() };
+    format!("## {}\n\n{how}. {}\n\n{machine}\n{body}", b.title, b.anchor)
 }
 
 /// The pipeline's own output folder, when it holds a finished run of it.
