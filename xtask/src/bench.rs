@@ -221,7 +221,71 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             write_section(&root.join("BENCHMARKS.md"), t.name, &body)?;
         }
     }
+    if !quick {
+        write_readme_results(&root)?;
+    }
     anyhow::ensure!(failed.is_empty(), "benches failed: {}", failed.join(", "));
+    Ok(())
+}
+
+/// Rewrites README.md's results table (between `<!-- results -->` markers)
+/// from `bench/results.json`: per pipeline bench, the first and last rows
+/// of its report. Nothing in that table is typed by hand.
+fn write_readme_results(root: &Path) -> anyhow::Result<()> {
+    let path = root.join("bench/results.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let all: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let mut md = String::from(
+        "| pipeline | accuracy (before → after) | size | non-zero params | latency b1 / b64 | anchor |\n|---|---|---|---|---|---|\n",
+    );
+    for b in PIPELINES {
+        let Some(r) = all.get(b.name) else { continue };
+        let rows = r["report"]["rows"].as_array().cloned().unwrap_or_default();
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else { continue };
+        let acc = |row: &serde_json::Value| row["accuracy"].as_f64().map(|a| format!("{:.2} %", a * 100.0));
+        let onnx0 = first["size"]["onnx_bytes"].as_f64().unwrap_or(f64::NAN);
+        let stored = last["stage"]["figures"]["stored_bytes"].as_f64();
+        let bytes = stored.unwrap_or(last["size"]["onnx_bytes"].as_f64().unwrap_or(f64::NAN));
+        let size = format!(
+            "{:.0} B ({:.1}× smaller{})",
+            bytes,
+            onnx0 / bytes,
+            if stored.is_some() { ", .shrink" } else { "" }
+        );
+        let nz = last["size"]["nonzero_params"].as_f64().unwrap_or(f64::NAN)
+            / first["size"]["params"].as_f64().unwrap_or(f64::NAN);
+        let lat: Vec<String> = last["latency_ratio"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.as_array().and_then(|p| p.get(1)).and_then(|x| x.as_f64()))
+            .map(|x| format!("{x:.2}×"))
+            .collect();
+        md.push_str(&format!(
+            "| [{}](pipelines/{}.toml) | {} → {} | {} | {:.2} % | {} | {} |\n",
+            b.name,
+            b.name,
+            acc(first).unwrap_or_else(|| "-".into()),
+            acc(last).unwrap_or_else(|| "-".into()),
+            size,
+            nz * 100.0,
+            if lat.is_empty() { "-".into() } else { lat.join(" / ") },
+            b.anchor
+        ));
+    }
+    md.push_str("\nWritten by `cargo xtask bench` from `bench/results.json` (latency: the compressed model's median over the original's, measured interleaved in tract, 1 thread).\n");
+    let readme = root.join("README.md");
+    let old = std::fs::read_to_string(&readme).with_context(|| format!("reading {}", readme.display()))?;
+    let (open, close) = ("<!-- results -->", "<!-- /results -->");
+    let (Some(a), Some(z)) = (old.find(open), old.find(close)) else {
+        println!("README.md has no {open} markers: results table not written");
+        return Ok(());
+    };
+    let new = format!("{}{open}\n{md}{close}{}", &old[..a], &old[z + close.len()..]);
+    write_atomic(&readme, &new)?;
+    println!("wrote the results table of {}", readme.display());
     Ok(())
 }
 
