@@ -64,7 +64,7 @@ fn tract_accuracy(model: &Model, test: &dyn Dataset) -> (f64, u64) {
 /// A student built from a spec, trained 80 steps by the stage: it survives
 /// an ONNX round trip, tract's logits equal the trainer's (1e-4), it keeps
 /// the teacher's input/output names, and it learned something (tract top-1
-/// well above chance on 1,000 test images).
+/// at least twice chance on 1,000 test images).
 #[test]
 fn built_students_run_in_tract_like_in_the_trainer() {
     let cases = [
@@ -98,7 +98,7 @@ fn built_students_run_in_tract_like_in_the_trainer() {
             }
         }
         let (acc, _) = tract_accuracy(&model, &test);
-        assert!(acc > 0.4, "{name}: student top-1 {acc} after 80 steps");
+        assert!(acc > 0.2, "{name}: student top-1 {acc} after 80 steps");
         eprintln!(
             "{name} → {student}: tract top-1 {:.1} % after 80 steps ({:.1} s)",
             acc * 100.0,
@@ -142,7 +142,7 @@ fn env_f64(key: &str) -> Option<f64> {
 /// seeds; test error measured in tract on the 10,000 Fashion-MNIST test
 /// images. Overrides for trials: `SHRINK_DISTILL_ALPHA`, `SHRINK_DISTILL_T`,
 /// `SHRINK_DISTILL_EPOCHS`, `SHRINK_DISTILL_LIMIT` (training samples),
-/// `SHRINK_DISTILL_VALIDATION` (samples held out of them),
+/// `SHRINK_DISTILL_VALIDATION` (samples held out of them), `SHRINK_DISTILL_LR`,
 /// `SHRINK_DISTILL_SEEDS`, `SHRINK_DISTILL_PIPELINE` (another distill-*.toml
 /// whose data is builtin, e.g. pipelines/distill-mnist.toml).
 /// Asserts the student is ≥ 10× smaller and that distillation does not lose
@@ -170,6 +170,10 @@ fn fashion_benchmark() {
             let ft = stage.get_mut("finetune").and_then(|v| v.as_table_mut()).unwrap();
             ft.insert(key.into(), toml::Value::Integer(v as i64));
         }
+    }
+    if let Some(lr) = env_f64("SHRINK_DISTILL_LR") {
+        let ft = stage.get_mut("finetune").and_then(|v| v.as_table_mut()).unwrap();
+        ft.insert("lr".into(), toml::Value::Float(lr));
     }
     let seeds = env_f64("SHRINK_DISTILL_SEEDS").map_or(3, |s| s as u64);
     let teacher = Model::load(root().join(model_path)).unwrap();

@@ -109,7 +109,9 @@ fn golden_figures_hold_in_quick_mode() {
         // Run as a user would: the `shrink` binary, from the repository root
         // (pipeline paths are relative to the current directory).
         let mut cmd = std::process::Command::new(crate::util::shrink_bin());
-        cmd.current_dir(root()).args(["run", &c.pipeline, "--set"]).arg(format!("pipeline.output={}", run_dir.display()));
+        cmd.current_dir(root())
+            .args(["run", &c.pipeline, "--set"])
+            .arg(format!("pipeline.output={}", run_dir.display()));
         for s in &c.quick {
             cmd.args(["--set", s]);
         }

@@ -191,3 +191,67 @@ fn lenet_300_100_pipeline_reaches_the_target() {
     assert!(ratio <= 0.3, "params ratio {ratio}");
     assert!(err <= 0.0175 + 1e-9, "test error {:.2} %", err * 100.0);
 }
+
+/// A conv whose weight is exactly `P[n,c]·D[c,·]` is reproduced by its
+/// depthwise-separable replacement, in tract (stride 2, asymmetric pads).
+#[test]
+fn depthwise_separable_replacement_is_exact_for_separable_weights() {
+    let (n, c, k) = (5usize, 4usize, 3usize);
+    let mut rng = Rng::new(42);
+    let d = rng.vec(c * k * k, 1.0);
+    let p = rng.vec(n * c, 1.0);
+    let mut w = vec![0.0f32; n * c * k * k];
+    for ni in 0..n {
+        for ci in 0..c {
+            for t in 0..k * k {
+                w[(ni * c + ci) * k * k + t] = p[ni * c + ci] * d[ci * k * k + t];
+            }
+        }
+    }
+    let l = Layer::Conv { c, n, k: [k, k], stride: [2, 1], pads: [1, 0, 0, 1], dil: [1, 1] };
+    let (mut m, in_dims) = one_layer(&l, &mut rng);
+    let wv = m.graph.find_value("layer.weight").unwrap();
+    if let shrink_graph::NodeKind::Weight(t) = m.graph.node_mut(wv.0) {
+        t.tensor.set_f32(&w).unwrap();
+    }
+    let x = rng.vec(in_dims.iter().product(), 1.0);
+    let want = run(&m, &x, &in_dims);
+    let stage = shrink_lowrank::build(&"method = \"depthwise-separable\"".parse().unwrap()).unwrap();
+    let original = m.clone();
+    let mut progress = NoProgress;
+    let mut cx = shrink_stage::StageCx {
+        pipeline: "test".into(),
+        index: 0,
+        train: None,
+        test: None,
+        original: &original,
+        seed: 1,
+        progress: &mut progress,
+        scratch: std::env::temp_dir(),
+        output_dir: std::env::temp_dir(),
+    };
+    let r = stage.run(&mut m, &mut cx).unwrap();
+    assert_eq!(r.figures["layers_factorised"], 1.0);
+    assert!(r.layers[0].figures["rel_error"] < 1e-5, "{:?}", r.layers[0]);
+    m.graph.verify().unwrap();
+    let got = run(&Model::from_bytes(&m.to_bytes()).unwrap(), &x, &in_dims);
+    assert_eq!(got.len(), want.len());
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff <= 1e-4, "max abs diff {diff}");
+}
+
+/// The convnet-mix channel decomposition: MACs ≤ 0.6×, accuracy drop ≤ 1 pp in tract.
+#[test]
+fn convnet_mix_pipeline_reaches_the_target() {
+    if !slow() {
+        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+        return;
+    }
+    let report = run_pipeline("lowrank-convnet-mix.toml", &["verify.latency=false"]);
+    let (first, last) = (&report.rows[0], report.rows.last().unwrap());
+    let stage = last.stage.as_ref().unwrap();
+    let macs = stage.figures["macs_after"] / stage.figures["macs_before"];
+    assert!(macs <= 0.6, "MACs ratio {macs}");
+    let drop = first.accuracy.unwrap() - last.accuracy.unwrap();
+    assert!(drop <= 0.01, "accuracy drop {:.2} pp", drop * 100.0);
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod distill;
+mod early_exit;
 mod errors;
 mod golden;
 mod huffman;

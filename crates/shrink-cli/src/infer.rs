@@ -39,8 +39,10 @@ struct InferReport {
     full_accuracy: f64,
     exit_counts: Vec<usize>,
     mean_ms: f64,
+    median_ms: f64,
     p90_ms: f64,
     full_mean_ms: f64,
+    full_median_ms: f64,
     full_p90_ms: f64,
     /// mean latency of the segmented model / the full model's.
     latency_ratio: f64,
@@ -48,10 +50,11 @@ struct InferReport {
     mean_relative_macs: f64,
 }
 
-fn p90(v: &[f64]) -> f64 {
+/// Nearest-rank percentile.
+fn pct(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    let rank = ((0.9 * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1));
+    let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1));
     s.get(rank - 1).copied().unwrap_or(0.0)
 }
 
@@ -130,13 +133,22 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
         full_accuracy: full_correct as f64 / n.max(1) as f64,
         exit_counts: counts,
         mean_ms: mean(&seg_ms),
-        p90_ms: p90(&seg_ms),
+        median_ms: pct(&seg_ms, 0.5),
+        p90_ms: pct(&seg_ms, 0.9),
         full_mean_ms: mean(&full_ms),
-        full_p90_ms: p90(&full_ms),
+        full_median_ms: pct(&full_ms, 0.5),
+        full_p90_ms: pct(&full_ms, 0.9),
         latency_ratio: mean(&seg_ms) / mean(&full_ms).max(1e-12),
         mean_relative_macs: macs / n.max(1) as f64,
     };
-    println!("early exit: {} ({} segments, policy {}), {} {} test samples, batch 1, 1 thread", args.dir.display(), m.segments.len(), policy.name(), n, args.data);
+    println!(
+        "early exit: {} ({} segments, policy {}), {} {} test samples, batch 1, 1 thread",
+        args.dir.display(),
+        m.segments.len(),
+        policy.name(),
+        n,
+        args.data
+    );
     println!(
         "accuracy  {:.2} %   full model {:.2} %   drop {:+.2} pp",
         r.accuracy * 100.0,
@@ -153,9 +165,14 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
             s.relative_cost
         );
     }
-    println!("latency   mean {:.4} ms  p90 {:.4} ms", r.mean_ms, r.p90_ms);
-    println!("full      mean {:.4} ms  p90 {:.4} ms", r.full_mean_ms, r.full_p90_ms);
-    println!("ratio     {:.3} (segmented / full, mean); {:.2}x faster; mean relative MACs {:.3}", r.latency_ratio, 1.0 / r.latency_ratio.max(1e-12), r.mean_relative_macs);
+    println!("latency   mean {:.4} ms  median {:.4} ms  p90 {:.4} ms", r.mean_ms, r.median_ms, r.p90_ms);
+    println!("full      mean {:.4} ms  median {:.4} ms  p90 {:.4} ms", r.full_mean_ms, r.full_median_ms, r.full_p90_ms);
+    println!(
+        "ratio     {:.3} (segmented / full, mean); {:.2}x faster; mean relative MACs {:.3}",
+        r.latency_ratio,
+        1.0 / r.latency_ratio.max(1e-12),
+        r.mean_relative_macs
+    );
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&r)?).with_context(|| format!("{}", p.display()))?;
     }

@@ -75,7 +75,9 @@ impl Segmented {
         for (k, &(name, model)) in segments.iter().enumerate() {
             let bad = |reason: String| VerifyError::Model { model: name.to_string(), reason };
             let inputs: Vec<_> = model.graph.real_inputs().collect();
-            let [input] = inputs[..] else { return Err(bad(format!("it has {} inputs, a segment takes 1", inputs.len()))) };
+            let [input] = inputs[..] else {
+                return Err(bad(format!("it has {} inputs, a segment takes 1", inputs.len())));
+            };
             let want_outputs = if k + 1 == segments.len() { 1 } else { 2 };
             if model.graph.outputs().len() != want_outputs {
                 return Err(bad(format!(

@@ -59,7 +59,10 @@ pub fn io(graph: &Graph) -> Result<(NodeId, ValueRef), StageError> {
         return Err(err(format!("the model has {} inputs; early exit takes single-input classifiers", inputs.len())));
     };
     let [out] = graph.outputs()[..] else {
-        return Err(err(format!("the model has {} outputs; early exit takes single-output classifiers", graph.outputs().len())));
+        return Err(err(format!(
+            "the model has {} outputs; early exit takes single-output classifiers",
+            graph.outputs().len()
+        )));
     };
     let v = graph.input(out, 0).ok_or_else(|| err("the graph output has no producer"))?;
     Ok((input, v))
@@ -117,7 +120,8 @@ pub fn named_exits(graph: &Graph, names: &[String]) -> Result<Vec<ValueRef>, Sta
     let pos = positions(graph);
     let mut out = Vec::new();
     for name in names {
-        let v = graph.find_value(name).ok_or_else(|| StageError::param(KIND, "exits", format!("no tensor `{name}`")))?;
+        let v =
+            graph.find_value(name).ok_or_else(|| StageError::param(KIND, "exits", format!("no tensor `{name}`")))?;
         if let Some(why) = not_a_cut(graph, v) {
             return Err(StageError::param(KIND, "exits", format!("`{name}` cannot be an exit: {why}")));
         }
@@ -128,7 +132,11 @@ pub fn named_exits(graph: &Graph, names: &[String]) -> Result<Vec<ValueRef>, Sta
             return Err(StageError::param(
                 KIND,
                 "exits",
-                format!("`{}` comes after `{}`: list exits in backbone order", graph.value_name(w[0]), graph.value_name(w[1])),
+                format!(
+                    "`{}` comes after `{}`: list exits in backbone order",
+                    graph.value_name(w[0]),
+                    graph.value_name(w[1])
+                ),
             ));
         }
     }
@@ -159,7 +167,8 @@ pub fn auto_exits(model: &Model) -> Result<Vec<ValueRef>, StageError> {
             debug!(tensor = graph.value_name(x), op = op.label(), why, "not an exit");
             continue;
         }
-        let before: u64 = ancestors(graph, x).iter().filter_map(|&a| graph.op(a)).filter_map(|o| macs.get(&o.name)).sum();
+        let before: u64 =
+            ancestors(graph, x).iter().filter_map(|&a| graph.op(a)).filter_map(|o| macs.get(&o.name)).sum();
         if before * 10 >= total * 9 {
             debug!(tensor = graph.value_name(x), before, total, "too late for an exit");
             continue;
@@ -189,20 +198,27 @@ pub fn add_head(
     k: usize,
     exit: ValueRef,
     shape: &[usize],
-    pool: &str,
-    hidden: &[usize],
+    head: &crate::params::HeadParams,
     classes: usize,
     rng: &mut SplitMix64,
 ) -> Result<Head, StageError> {
+    let (pool, hidden) = (head.pool.as_str(), head.hidden.as_slice());
     let prefix = format!("early_exit.{k}");
     let name = graph.value_name(exit).to_string();
     let mut x = exit;
     let mut dim = match pool {
         "gap" => {
             if shape.len() < 2 {
-                return Err(StageError::param(KIND, "head.pool", format!("`gap` needs a [C, H, W] tensor; `{name}` is {shape:?}")));
+                return Err(StageError::param(
+                    KIND,
+                    "head.pool",
+                    format!("`gap` needs a [C, H, W] tensor; `{name}` is {shape:?}"),
+                ));
             }
-            let id = graph.add_op(Op::new("GlobalAveragePool", &format!("/{prefix}/gap"), 1, vec![format!("/{prefix}/gap_out")]), &[Some(x)]);
+            let id = graph.add_op(
+                Op::new("GlobalAveragePool", &format!("/{prefix}/gap"), 1, vec![format!("/{prefix}/gap_out")]),
+                &[Some(x)],
+            );
             x = ValueRef(id, 0);
             shape[0]
         }
@@ -218,7 +234,9 @@ pub fn add_head(
         let last = i + 1 == widths.len();
         let bound = 1.0 / (dim as f64).sqrt();
         let mut uni = |n: usize| -> Vec<f32> {
-            (0..n).map(|_| ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * bound as f32).collect()
+            (0..n)
+                .map(|_| ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * bound as f32)
+                .collect()
         };
         let wn = format!("{prefix}.fc{i}.weight");
         let bn = format!("{prefix}.fc{i}.bias");

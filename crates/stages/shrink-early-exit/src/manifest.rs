@@ -95,8 +95,8 @@ impl Manifest {
     /// Reads `dir/early-exit.toml`.
     pub fn load(dir: &Path) -> Result<Manifest, StageError> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| StageError::failed(KIND, format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| StageError::failed(KIND, format!("{}: {e}", path.display())))?;
         let m: Manifest =
             toml::from_str(&text).map_err(|e| StageError::failed(KIND, format!("{}: {e}", path.display())))?;
         if m.segments.is_empty() {
@@ -107,7 +107,10 @@ impl Manifest {
             if last != s.threshold.is_none() || last != s.feature.is_none() {
                 return Err(StageError::failed(
                     KIND,
-                    format!("{}: segment {i}: every segment but the last needs `threshold` and `feature`", path.display()),
+                    format!(
+                        "{}: segment {i}: every segment but the last needs `threshold` and `feature`",
+                        path.display()
+                    ),
                 ));
             }
         }

@@ -45,11 +45,7 @@ pub fn curve_svg(cal: &Calibration, policy: &str) -> Result<String, String> {
         chart
             .draw_series([EmptyElement::at(chosen)
                 + Circle::new((0, 0), 6, RED.filled())
-                + Text::new(
-                    format!("chosen: {:.2} %, cost {:.3}", chosen.1, chosen.0),
-                    (8, 8),
-                    ("sans-serif", 12),
-                )])
+                + Text::new(format!("chosen: {:.2} %, cost {:.3}", chosen.1, chosen.0), (8, 8), ("sans-serif", 12))])
             .map_err(e)?;
         chart.configure_series_labels().background_style(WHITE).border_style(BLACK).draw().map_err(e)?;
         root.present().map_err(e)?;

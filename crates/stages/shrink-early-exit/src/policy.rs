@@ -84,9 +84,9 @@ impl Policy {
                 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998,
                 0.9999, 0.99995, 0.99999,
             ],
-            Policy::Entropy => vec![
-                1.0, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 5e-5,
-            ],
+            Policy::Entropy => {
+                vec![1.0, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 5e-5]
+            }
         };
         g.push(self.never());
         g
@@ -150,11 +150,9 @@ pub fn calibrate(policy: Policy, samples: &[SampleOutcome], costs: &[f64], targe
     let final_accuracy = samples.iter().filter(|s| s.correct[k - 1]).count() as f64 / n;
     let floor = final_accuracy - target_drop - 1e-12;
     let grid = policy.grid();
-    let curve: Vec<Operating> =
-        grid.iter().map(|&t| evaluate(policy, samples, &vec![t; k - 1], costs)).collect();
-    let better = |a: &Operating, b: &Operating| {
-        a.accuracy >= floor && (a.mean_cost < b.mean_cost - 1e-12 || b.accuracy < floor)
-    };
+    let curve: Vec<Operating> = grid.iter().map(|&t| evaluate(policy, samples, &vec![t; k - 1], costs)).collect();
+    let better =
+        |a: &Operating, b: &Operating| a.accuracy >= floor && (a.mean_cost < b.mean_cost - 1e-12 || b.accuracy < floor);
     let mut best = evaluate(policy, samples, &vec![policy.never(); k - 1], costs);
     for p in &curve {
         if better(p, &best) {

@@ -59,10 +59,18 @@ impl EarlyExit {
             ));
         }
         if params.head.hidden.len() > 1 || params.head.hidden.contains(&0) {
-            return Err(StageError::param(KIND, "head.hidden", "at most one positive width (a head has 1 or 2 Gemm layers)"));
+            return Err(StageError::param(
+                KIND,
+                "head.hidden",
+                "at most one positive width (a head has 1 or 2 Gemm layers)",
+            ));
         }
         if !["gap", "flatten"].contains(&params.head.pool.as_str()) {
-            return Err(StageError::param(KIND, "head.pool", format!("`{}` is not one of gap, flatten", params.head.pool)));
+            return Err(StageError::param(
+                KIND,
+                "head.pool",
+                format!("`{}` is not one of gap, flatten", params.head.pool),
+            ));
         }
         if !(0.0..1.0).contains(&params.target_accuracy_drop) {
             return Err(StageError::param(KIND, "target_accuracy_drop", "must be in [0, 1)"));
@@ -77,20 +85,18 @@ impl EarlyExit {
         }
         let finetune = match &params.finetune {
             Some(t) => FineTuneConfig::from_toml(t).map_err(|e| StageError::param(KIND, "finetune", e.to_string()))?,
-            None => FineTuneConfig {
-                optimizer: "adam".into(),
-                lr: 0.002,
-                validation: 0,
-                ..FineTuneConfig::default()
-            },
+            None => FineTuneConfig { optimizer: "adam".into(), lr: 0.002, validation: 0, ..FineTuneConfig::default() },
         };
         finetune.to_finetune(0).map_err(|e| StageError::param(KIND, "finetune", e.to_string()))?;
         Ok(EarlyExit { params, policy, finetune })
     }
 }
 
-/// Runs `exec` over `data` and returns every output, per sample, as rows.
-fn outputs(exec: &Executor, data: &dyn Dataset, batch: usize) -> Result<(Vec<Vec<Vec<f32>>>, Vec<u32>), StageError> {
+/// Per output, per sample: one row of values.
+type Rows = Vec<Vec<Vec<f32>>>;
+
+/// Runs `exec` over `data` and returns every output, per sample, as rows, and the labels.
+fn outputs(exec: &Executor, data: &dyn Dataset, batch: usize) -> Result<(Rows, Vec<u32>), StageError> {
     let mut buf = Batch::default();
     let n = data.len();
     let mut rows: Vec<Vec<Vec<f32>>> = Vec::new();
@@ -100,7 +106,8 @@ fn outputs(exec: &Executor, data: &dyn Dataset, batch: usize) -> Result<(Vec<Vec
         let k = batch.min(n - start);
         let idx: Vec<usize> = (start..start + k).collect();
         data.batch_into(&idx, &mut buf).map_err(failed)?;
-        let out = exec.forward(&[HostTensor::new(std::mem::take(&mut buf.inputs), buf.shape.clone())]).map_err(failed)?;
+        let out =
+            exec.forward(&[HostTensor::new(std::mem::take(&mut buf.inputs), buf.shape.clone())]).map_err(failed)?;
         if rows.is_empty() {
             rows = vec![Vec::with_capacity(n); out.len()];
         }
@@ -173,7 +180,7 @@ impl Stage for EarlyExit {
             let shape = shapes.get(&e).ok_or_else(|| {
                 StageError::param(KIND, "exits", format!("the shape of `{}` is unknown", g.value_name(e)))
             })?;
-            heads.push(graph::add_head(&mut multi.graph, k, e, shape, &p.head.pool, &p.head.hidden, classes, &mut rng)?);
+            heads.push(graph::add_head(&mut multi.graph, k, e, shape, &p.head, classes, &mut rng)?);
         }
         let head_info = |h: &Head, m: &Model| graph::float_info(m.graph.value_name(h.logits), &batch, &[classes]);
         let mut outs = vec![(final_out, out_info.clone())];
@@ -207,8 +214,12 @@ impl Stage for EarlyExit {
             if let Some(d) = p.self_distill {
                 ft.loss = Loss::Distill { alpha: d.alpha, temperature: d.temperature };
             }
-            let per_epoch = (fit.len() - self.finetune.validation.min(fit.len())).div_ceil(self.finetune.batch_size.max(1));
-            let steps = self.finetune.max_steps.map_or(per_epoch * self.finetune.epochs, |m| m.min(per_epoch * self.finetune.epochs));
+            let per_epoch =
+                (fit.len() - self.finetune.validation.min(fit.len())).div_ceil(self.finetune.batch_size.max(1));
+            let steps = self
+                .finetune
+                .max_steps
+                .map_or(per_epoch * self.finetune.epochs, |m| m.min(per_epoch * self.finetune.epochs));
             let phase = format!("head {k} ({})", graph::short(&multi.graph, h.exit));
             cx.progress.start(&phase, steps as u64);
             let progress = &mut *cx.progress;
@@ -257,7 +268,13 @@ impl Stage for EarlyExit {
             segments.push(graph::segment(&multi, from, &outputs)?);
         }
         let seg_macs: Vec<u64> = segments.iter().map(|s| summarize(s).macs).collect();
-        let cum: Vec<u64> = seg_macs.iter().scan(0u64, |a, &m| { *a += m; Some(*a) }).collect();
+        let cum: Vec<u64> = seg_macs
+            .iter()
+            .scan(0u64, |a, &m| {
+                *a += m;
+                Some(*a)
+            })
+            .collect();
         let costs: Vec<f64> = cum.iter().map(|&c| c as f64 / full_macs as f64).collect();
 
         // calibration on the held-out samples
@@ -335,7 +352,8 @@ impl Stage for EarlyExit {
         files.push(format!("{DIR}/{MANIFEST}"));
         let mut csv = String::from("threshold,accuracy,mean_cost\n");
         for c in &calib.curve {
-            let _ = writeln!(csv, "{},{},{}", c.thresholds.first().copied().unwrap_or(f64::NAN), c.accuracy, c.mean_cost);
+            let _ =
+                writeln!(csv, "{},{},{}", c.thresholds.first().copied().unwrap_or(f64::NAN), c.accuracy, c.mean_cost);
         }
         write(&dir, "curve.csv", csv.as_bytes())?;
         files.push(format!("{DIR}/curve.csv"));

@@ -86,7 +86,7 @@ impl LowRank {
             .into_iter()
             .filter(|&id| {
                 let Some(o) = g.op(id) else { return false };
-                if !self.cfg.ops.iter().any(|t| *t == o.op_type) {
+                if !self.cfg.ops.contains(&o.op_type) {
                     return false;
                 }
                 let names = layer_names(model, id);

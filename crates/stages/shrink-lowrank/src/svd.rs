@@ -101,15 +101,15 @@ pub fn factors(d: &Svd, k: usize, sigma: Sigma) -> (Vec<f32>, Vec<f32>) {
         })
         .unzip();
     let mut f1 = Vec::with_capacity(k * d.cols);
-    for j in 0..k {
+    for (j, aj) in a.iter().enumerate() {
         for c in 0..d.cols {
-            f1.push((a[j] * d.vt[(j, c)]) as f32);
+            f1.push((aj * d.vt[(j, c)]) as f32);
         }
     }
     let mut f2 = Vec::with_capacity(d.rows * k);
     for r in 0..d.rows {
-        for j in 0..k {
-            f2.push((d.u[(r, j)] * b[j]) as f32);
+        for (j, bj) in b.iter().enumerate() {
+            f2.push((d.u[(r, j)] * bj) as f32);
         }
     }
     (f1, f2)
