@@ -93,6 +93,36 @@ const PIPELINES: &[PipelineBench] = &[
         title: "Binary weights (BinaryConnect), LeNet-300-100",
         anchor: "Courbariaux et al. 2015: 1.29 % for a larger MLP; target ≤ 2.0 %.",
     },
+    PipelineBench {
+        name: "lowrank-lenet-300-100",
+        pipeline: "pipelines/lowrank-lenet-300-100.toml",
+        title: "Low-rank (truncated SVD) factorisation, LeNet-300-100",
+        anchor: "PyTorch truncated SVD of fc1 + 2 epochs: rank 32 → 0.25× params at +0.20 pp; rank 64 → 0.38× at +0.08 pp. Target ≤ 0.3× params at ≤ +0.15 pp.",
+    },
+    PipelineBench {
+        name: "lowrank-convnet-mix",
+        pipeline: "pipelines/lowrank-convnet-mix.toml",
+        title: "Channel decomposition of the 3×3 convs, convnet-mix",
+        anchor: "Target: MACs ≤ 0.6×, tract latency lower at batch 64, ≤ 1 pp drop.",
+    },
+    PipelineBench {
+        name: "lowrank-depthwise-convnet-mix",
+        pipeline: "pipelines/lowrank-depthwise-convnet-mix.toml",
+        title: "Depthwise-separable replacement of one conv, convnet-mix",
+        anchor: "No target: the accuracy after fine-tuning, reported as measured.",
+    },
+    PipelineBench {
+        name: "early-exit-convnet-mix",
+        pipeline: "pipelines/early-exit-convnet-mix.toml",
+        title: "Early-exit heads, convnet-mix (the multi-output model; `shrink infer` measures the segmented one)",
+        anchor: "BranchyNet: ~2–5× on LeNet-class nets. Target: ≤ 0.5 pp drop at ≤ 0.5× mean batch-1 latency (`shrink infer`).",
+    },
+    PipelineBench {
+        name: "distill-mnist",
+        pipeline: "pipelines/distill-mnist.toml",
+        title: "Distillation, LeNet-5 teacher → small CNN student, MNIST",
+        anchor: "Student ≥ 10× fewer parameters.",
+    },
 ];
 
 /// A benchmark that is a slow integration test printing a table: it runs with
