@@ -485,7 +485,8 @@ fn fast_max_pool_matches_burn_values_and_gradients() {
     let dims = [2, 3, 9, 8];
     let x = coarse(&mut rng, dims.iter().product());
     // (kernel, strides, pads (begin, end) per axis, dilations)
-    let cases: [([usize; 2], [usize; 2], [(usize, usize); 2], [usize; 2]); 7] = [
+    type Case = ([usize; 2], [usize; 2], [(usize, usize); 2], [usize; 2]);
+    let cases: [Case; 7] = [
         ([2, 2], [2, 2], [(0, 0), (0, 0)], [1, 1]),
         ([2, 2], [2, 2], [(1, 0), (1, 1)], [1, 1]),
         // Columns 9 wide with 2x9 windows padded (1, 1): no column window lies wholly inside.

@@ -310,20 +310,17 @@ impl Stage for MagnitudePrune {
             val_accuracy = finetune(ft, cfg, exec, teacher.as_ref(), cx, "final fine-tune", seed)?.or(val_accuracy);
         }
         // write the weights back: the trainer's (all parameters) or the pruned values
-        match &exec {
-            Some(exec) => {
-                exec.write_back(&mut model.graph).map_err(train_err)?;
-                // masked entries come back as w · 0, which is -0.0 for negative w: store +0.0
-                for s in sites.iter_mut() {
-                    s.values = exec.param(&s.site.weight_name).map_err(train_err)?.data;
-                    for (v, &k) in s.values.iter_mut().zip(s.keep.as_deref().unwrap_or(&[])) {
-                        if !k {
-                            *v = 0.0;
-                        }
+        if let Some(exec) = &exec {
+            exec.write_back(&mut model.graph).map_err(train_err)?;
+            // masked entries come back as w · 0, which is -0.0 for negative w: store +0.0
+            for s in sites.iter_mut() {
+                s.values = exec.param(&s.site.weight_name).map_err(train_err)?.data;
+                for (v, &k) in s.values.iter_mut().zip(s.keep.as_deref().unwrap_or(&[])) {
+                    if !k {
+                        *v = 0.0;
                     }
                 }
             }
-            None => {}
         }
         for s in &sites {
             if let NodeKind::Weight(w) = model.graph.node_mut(s.site.weight) {
