@@ -277,12 +277,10 @@ fn write_readme_results(root: &Path) -> anyhow::Result<()> {
         let onnx0 = first["size"]["onnx_bytes"].as_f64().unwrap_or(f64::NAN);
         let stored = last["stage"]["figures"]["stored_bytes"].as_f64();
         let bytes = stored.unwrap_or(last["size"]["onnx_bytes"].as_f64().unwrap_or(f64::NAN));
-        let size = format!(
-            "{:.0} B ({:.1}× smaller{})",
-            bytes,
-            onnx0 / bytes,
-            if stored.is_some() { ", .shrink" } else { "" }
-        );
+        let factor = onnx0 / bytes;
+        let how =
+            if factor >= 1.0 { format!("{factor:.1}× smaller") } else { format!("{:.1}× larger", 1.0 / factor) };
+        let size = format!("{bytes:.0} B ({how}{})", if stored.is_some() { ", .shrink" } else { "" });
         let nz = last["size"]["nonzero_params"].as_f64().unwrap_or(f64::NAN)
             / first["size"]["params"].as_f64().unwrap_or(f64::NAN);
         let lat: Vec<String> = last["latency_ratio"]
