@@ -139,6 +139,15 @@ impl FineTuneConfig {
         })
     }
 
+    /// The steps [`FineTuneConfig::run`] takes on a training set of
+    /// `train_len` samples (after holding out `validation`), `max_steps` included:
+    /// the total a stage's progress bar announces.
+    pub fn total_steps(&self, train_len: usize) -> usize {
+        let fit = train_len.saturating_sub(self.validation);
+        let all = fit.div_ceil(self.batch_size.max(1)) * self.epochs;
+        self.max_steps.map_or(all, |m| m.min(all))
+    }
+
     /// Holds out `validation` samples of `train` (seeded), then runs `ft` on
     /// the rest. `on_step(done, total, loss)` is called after every step and
     /// `on_epoch` after every epoch, so a stage can feed its own progress bar.

@@ -461,6 +461,10 @@ fn finetune_table_reads_keys_and_names_bad_ones() {
     assert_eq!((ft.epochs, ft.seed, ft.lr.base), (3, 9, 0.05));
     assert_eq!(ft.lr.schedule, LrSchedule::Step { every_epochs: 2, gamma: 0.1 });
     assert!(matches!(ft.optimizer, OptimizerKind::Adam { .. }));
+    assert_eq!(cfg.total_steps(1000), 16 * 3);
+    let capped = FineTuneConfig { max_steps: Some(10), validation: 200, ..cfg.clone() };
+    assert_eq!(capped.total_steps(1000), 10);
+    assert_eq!(FineTuneConfig { max_steps: None, ..capped }.total_steps(1000), 13 * 3);
 
     let bad: toml::Table = toml::from_str("epoch = 3").unwrap();
     let err = FineTuneConfig::from_toml(&bad).unwrap_err().to_string();

@@ -108,10 +108,8 @@ impl Stage for Distill {
         ft.loss = loss;
         let teacher_ref = matches!(loss, Loss::Distill { .. }).then_some(&teacher);
         let fc = &cfg.finetune;
-        let fit = train.len().saturating_sub(fc.validation);
-        let steps = fit.div_ceil(fc.batch_size.max(1)) * fc.epochs;
         let progress = &mut *cx.progress;
-        progress.start("distill", fc.max_steps.map_or(steps, |m| m.min(steps)) as u64);
+        progress.start("distill", fc.total_steps(train.len()) as u64);
         let last_val: Cell<Option<f64>> = Cell::new(None);
         let first_loss: Cell<Option<f32>> = Cell::new(None);
         let report = fc

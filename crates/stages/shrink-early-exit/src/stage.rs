@@ -214,12 +214,7 @@ impl Stage for EarlyExit {
             if let Some(d) = p.self_distill {
                 ft.loss = Loss::Distill { alpha: d.alpha, temperature: d.temperature };
             }
-            let per_epoch =
-                (fit.len() - self.finetune.validation.min(fit.len())).div_ceil(self.finetune.batch_size.max(1));
-            let steps = self
-                .finetune
-                .max_steps
-                .map_or(per_epoch * self.finetune.epochs, |m| m.min(per_epoch * self.finetune.epochs));
+            let steps = self.finetune.total_steps(fit.len());
             let phase = format!("head {k} ({})", graph::short(&multi.graph, h.exit));
             cx.progress.start(&phase, steps as u64);
             let progress = &mut *cx.progress;

@@ -213,10 +213,7 @@ fn finetune(
         ft.loss = Loss::Distill { alpha: d.alpha, temperature: d.temperature };
     }
     let progress = &mut *cx.progress;
-    // the steps FineTuneConfig::run will take (it holds `validation` samples out first)
-    let fit = train.len().saturating_sub(ft_cfg.validation);
-    let steps = fit.div_ceil(ft_cfg.batch_size.max(1)) * ft_cfg.epochs;
-    progress.start(phase, ft_cfg.max_steps.map_or(steps, |m| m.min(steps)) as u64);
+    progress.start(phase, ft_cfg.total_steps(train.len()) as u64);
     let last_val: Cell<Option<f64>> = Cell::new(None);
     let report = ft_cfg
         .run(

@@ -237,9 +237,7 @@ pub fn finetune(
 ) -> Result<FineTuneReport, StageError> {
     let train: &dyn Dataset = cx.require_train(KIND, "`finetune` trains on it")?;
     let ft = cfg.to_finetune(cx.seed).map_err(|e| StageError::param(KIND, "finetune", e.to_string()))?;
-    let fit = train.len().saturating_sub(cfg.validation);
-    let per_epoch = fit.div_ceil(cfg.batch_size.max(1));
-    let total = cfg.max_steps.map_or(per_epoch * cfg.epochs, |m| m.min(per_epoch * cfg.epochs));
+    let total = cfg.total_steps(train.len());
     let progress = &mut *cx.progress;
     progress.start(phase, total as u64);
     let report = cfg
