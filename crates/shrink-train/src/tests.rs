@@ -649,3 +649,29 @@ fn sgd_updates_in_place_leave_snapshots_alone() {
     let after: Vec<HostTensor> = names.iter().map(|n| ex.param(n).unwrap()).collect();
     assert_eq!(after, before);
 }
+
+#[test]
+fn holding_out_more_than_the_training_set_names_finetune_validation() {
+    #[derive(Debug)]
+    struct Tiny;
+    impl shrink_data::Dataset for Tiny {
+        fn len(&self) -> usize {
+            100
+        }
+        fn num_classes(&self) -> usize {
+            3
+        }
+        fn sample_shape(&self) -> &[usize] {
+            &[4]
+        }
+        fn batch_into(&self, _: &[usize], _: &mut shrink_data::Batch) -> Result<(), shrink_data::DataError> {
+            unreachable!("the split is checked before any batch is made")
+        }
+    }
+    let (m, _) = mlp(5);
+    let mut ex = Executor::new(&m).unwrap();
+    let cfg = crate::FineTuneConfig { validation: 100, ..Default::default() };
+    let ft = cfg.to_finetune(0).unwrap();
+    let err = cfg.run(&ft, &mut ex, &Tiny, None, &mut |_, _, _| {}, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("finetune.validation") && err.contains("only 100"), "{err}");
+}
