@@ -161,6 +161,21 @@ impl FineTune {
         teacher: Option<&Executor>,
         progress: &mut dyn Progress,
     ) -> Result<FineTuneReport, TrainError> {
+        self.run_with(exec, train, val, teacher, progress, true)
+    }
+
+    /// [`FineTune::run`]; `cache_teacher` false runs the teacher on every
+    /// batch instead of once over the training set (for the test that the two
+    /// train identically).
+    pub(crate) fn run_with(
+        &self,
+        exec: &mut Executor,
+        train: &dyn Dataset,
+        val: Option<&dyn Dataset>,
+        teacher: Option<&Executor>,
+        progress: &mut dyn Progress,
+        cache_teacher: bool,
+    ) -> Result<FineTuneReport, TrainError> {
         self.check(train)?;
         if self.needs_teacher() && teacher.is_none() {
             return Err(TrainError::config("loss", "distillation needs a teacher"));
@@ -178,6 +193,10 @@ impl FineTune {
             best_val_accuracy: None,
             stopped_early: false,
         };
+        let teacher_cache = match (self.needs_teacher(), teacher) {
+            (true, Some(t)) if cache_teacher => TeacherLogits::compute(t, train, self.eval_batch)?,
+            _ => None,
+        };
         let mut best: Option<(f64, crate::exec::Snapshot)> = None;
         let mut since_best = 0;
         'epochs: for epoch in 0..self.epochs {
@@ -194,8 +213,9 @@ impl FineTune {
                 }
                 train.batch_into(chunk, &mut buf)?;
                 let input = HostTensor::new(buf.inputs.clone(), buf.shape.clone());
-                let t_logits = match (self.needs_teacher(), teacher) {
-                    (true, Some(t)) => t.forward(std::slice::from_ref(&input))?.into_iter().next(),
+                let t_logits = match (&teacher_cache, self.needs_teacher(), teacher) {
+                    (Some(cache), _, _) => Some(cache.gather(chunk)),
+                    (None, true, Some(t)) => t.forward(std::slice::from_ref(&input))?.into_iter().next(),
                     _ => None,
                 };
                 let lr = self.lr.at(report.steps, epoch, total);
@@ -249,5 +269,73 @@ impl FineTune {
             report.best_epoch = None;
         }
         Ok(report)
+    }
+}
+
+/// The teacher's logits for every training sample, computed once before
+/// training. Samples are fed unchanged every epoch (the datasets do no
+/// augmentation), so the teacher's output for a sample never changes, and one
+/// forward pass over the training set replaces one per step: the teacher's
+/// forward pass (often a model many times the student's size) no longer costs
+/// each epoch.
+struct TeacherLogits {
+    /// `len × classes`, row `i` for sample `i`.
+    data: Vec<f32>,
+    classes: usize,
+}
+
+impl TeacherLogits {
+    /// The most floats the cache may hold (1 GiB); above it the teacher runs
+    /// per batch as before.
+    const MAX_FLOATS: usize = 1 << 28;
+
+    fn compute(teacher: &Executor, train: &dyn Dataset, batch: usize) -> Result<Option<TeacherLogits>, TrainError> {
+        let t0 = Instant::now();
+        let mut buf = Batch::default();
+        let mut data = Vec::new();
+        let mut classes = 0;
+        let indices: Vec<usize> = (0..train.len()).collect();
+        for chunk in indices.chunks(batch.max(1)) {
+            train.batch_into(chunk, &mut buf)?;
+            let input = HostTensor::new(buf.inputs.clone(), buf.shape.clone());
+            let out = teacher
+                .forward(std::slice::from_ref(&input))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| TrainError::Model("the teacher has no output".into()))?;
+            let [rows, c] = out.dims[..] else {
+                return Err(TrainError::Model(format!(
+                    "teacher logits have shape {:?}, not [batch, classes]",
+                    out.dims
+                )));
+            };
+            if rows != chunk.len() || (classes != 0 && c != classes) {
+                return Err(TrainError::Model(format!(
+                    "teacher logits have shape {:?} for a batch of {}",
+                    out.dims,
+                    chunk.len()
+                )));
+            }
+            if classes == 0 {
+                classes = c;
+                if train.len().saturating_mul(c) > Self::MAX_FLOATS {
+                    return Ok(None);
+                }
+                data.reserve_exact(train.len() * c);
+            }
+            data.extend_from_slice(&out.data);
+        }
+        info!(samples = train.len(), classes, secs = t0.elapsed().as_secs_f64(), "teacher logits cached");
+        Ok(Some(TeacherLogits { data, classes }))
+    }
+
+    /// The cached logits of the samples `chunk`, as a `[chunk.len(), classes]`
+    /// tensor.
+    fn gather(&self, chunk: &[usize]) -> HostTensor {
+        let mut data = Vec::with_capacity(chunk.len() * self.classes);
+        for &i in chunk {
+            data.extend_from_slice(&self.data[i * self.classes..(i + 1) * self.classes]);
+        }
+        HostTensor::new(data, vec![chunk.len(), self.classes])
     }
 }

@@ -7,7 +7,10 @@ use shrink_graph::onnx::{AttributeProto, ModelProto, OperatorSetIdProto};
 use shrink_graph::{DataType, Dim, Graph, Model, Op, Tensor, ValueRef};
 
 use crate::value::{F, with_f};
-use crate::{Executor, HostTensor, Loss, LrPlan, LrSchedule, Optimizer, OptimizerKind, Ste, TrainError};
+use crate::{
+    Executor, FineTune, HostTensor, Loss, LrPlan, LrSchedule, Optimizer, OptimizerKind, Progress, Ste, StepInfo,
+    TrainError,
+};
 
 /// A tiny graph under construction: random float initializers, ops, one output.
 struct G {
@@ -674,4 +677,57 @@ fn holding_out_more_than_the_training_set_names_finetune_validation() {
     let ft = cfg.to_finetune(0).unwrap();
     let err = cfg.run(&ft, &mut ex, &Tiny, None, &mut |_, _, _| {}, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("finetune.validation") && err.contains("only 100"), "{err}");
+}
+
+#[test]
+fn cached_teacher_logits_train_exactly_like_a_teacher_run_per_batch() {
+    /// 6-feature rows of the tiny MLP task, 3 classes.
+    #[derive(Debug)]
+    struct Rows(HostTensor, Vec<u32>);
+    impl shrink_data::Dataset for Rows {
+        fn len(&self) -> usize {
+            self.1.len()
+        }
+        fn num_classes(&self) -> usize {
+            3
+        }
+        fn sample_shape(&self) -> &[usize] {
+            &[6]
+        }
+        fn batch_into(&self, idx: &[usize], b: &mut shrink_data::Batch) -> Result<(), shrink_data::DataError> {
+            b.inputs.clear();
+            b.labels.clear();
+            for &i in idx {
+                b.inputs.extend_from_slice(&self.0.data[i * 6..(i + 1) * 6]);
+                b.labels.push(self.1[i]);
+            }
+            b.shape = vec![idx.len(), 6];
+            Ok(())
+        }
+    }
+    let (x, y) = batch(3, 100);
+    let data = Rows(x, y);
+    let teacher = Executor::new(&mlp(21).0).unwrap();
+    let ft = FineTune {
+        epochs: 2,
+        batch_size: 16,
+        eval_batch: 7, // a teacher batch that does not divide the set
+        loss: Loss::Distill { alpha: 0.7, temperature: 3.0 },
+        ..Default::default()
+    };
+    let run = |cache: bool| {
+        struct Losses(Vec<f32>);
+        impl Progress for Losses {
+            fn step(&mut self, info: &StepInfo) {
+                self.0.push(info.loss);
+            }
+        }
+        let mut student = Executor::new(&mlp(8).0).unwrap();
+        let mut losses = Losses(Vec::new());
+        ft.run_with(&mut student, &data, None, Some(&teacher), &mut losses, cache).unwrap();
+        losses.0
+    };
+    let (cached, per_batch) = (run(true), run(false));
+    assert_eq!(cached.len(), 14);
+    assert_eq!(cached, per_batch);
 }
