@@ -7,6 +7,12 @@
 //! - Conv, channel decomposition: `M` is the N × (C·kh·kw) reshaped weight;
 //!   the first conv is kh×kw C → k with the original geometry, the original
 //!   node becomes a 1×1 conv k → N with the bias.
+//! - Conv, input-side channel decomposition (`form = "input"`): `M` is the
+//!   (N·kh·kw) × C weight, `M[(n,i,j),c] = W[n,c,i,j]`; the first conv is a
+//!   1×1 C → k (stride 1, no pads, no bias: zero padding commutes with it),
+//!   the original node keeps its geometry and bias and reads k channels.
+//! - Conv, Tucker-2 (`form = "tucker2"`): two ranks, see [`crate::tucker`];
+//!   `M` is the N × (C·kh·kw) weight as for the channel decomposition.
 //! - Conv, spatial separation (Jaderberg et al. 2014, scheme 2): `M` is
 //!   (N·kw) × (C·kh), `M[(n,x),(c,y)] = W[n,c,y,x]`; the first conv is a
 //!   vertical kh×1 C → k (vertical strides, pads, dilations), the original
@@ -18,7 +24,7 @@
 use shrink_graph::builder::attr_int;
 use shrink_graph::{Graph, NodeId, ValueRef};
 
-use crate::params::{Method, Sigma};
+use crate::params::{Form, Method, Sigma};
 use crate::rewrite::{ConvGeom, add_first, conv_attrs, conv_geom, replace_weight};
 use crate::svd::{Svd, factors, transpose};
 
@@ -31,6 +37,10 @@ pub enum Layout {
     MatMul,
     /// Conv N × C × kh × kw, channel decomposition.
     ConvChannel { n: usize, c: usize, kh: usize, kw: usize, geom: ConvGeom },
+    /// Conv N × C × kh × kw, input-side channel decomposition.
+    ConvInput { n: usize, c: usize, kh: usize, kw: usize },
+    /// Conv N × C × kh × kw, Tucker-2 (written by [`crate::tucker`]).
+    ConvTucker2 { n: usize, c: usize, kh: usize, kw: usize },
     /// Conv N × C × kh × kw, spatial separation.
     ConvSpatial { n: usize, c: usize, kh: usize, kw: usize, geom: ConvGeom },
 }
@@ -48,8 +58,9 @@ pub struct Candidate {
     pub matrix: Vec<f32>,
 }
 
-/// The weight of `op` as a factorisable matrix, or why it is not one.
-pub fn candidate(graph: &Graph, op: NodeId, method: Method) -> Result<Candidate, String> {
+/// The weight of `op` as a factorisable matrix, or why it is not one;
+/// `form` says how a Conv is split under `method = "svd"`.
+pub fn candidate(graph: &Graph, op: NodeId, method: Method, form: Form) -> Result<Candidate, String> {
     let o = graph.op(op).ok_or("not an op")?;
     let name = o.label();
     let wv = graph.input(op, 1).ok_or("no weight input")?;
@@ -90,8 +101,22 @@ pub fn candidate(graph: &Graph, op: NodeId, method: Method) -> Result<Candidate,
                 return Err(format!("grouped conv (group = {})", geom.group));
             }
             let (n, c, kh, kw) = (dims[0], dims[1], dims[2], dims[3]);
-            if method == Method::Svd {
+            if method == Method::Svd && form == Form::Output {
                 (Layout::ConvChannel { n, c, kh, kw, geom }, n, c * kh * kw, data)
+            } else if method == Method::Svd && form == Form::Tucker2 {
+                (Layout::ConvTucker2 { n, c, kh, kw }, n, c * kh * kw, data)
+            } else if method == Method::Svd {
+                // M[(n,i,j),c] = W[n,c,i,j]
+                let k2 = kh * kw;
+                let mut m = vec![0.0; n * k2 * c];
+                for ni in 0..n {
+                    for ci in 0..c {
+                        for t in 0..k2 {
+                            m[(ni * k2 + t) * c + ci] = data[(ni * c + ci) * k2 + t];
+                        }
+                    }
+                }
+                (Layout::ConvInput { n, c, kh, kw }, n * k2, c, m)
             } else {
                 if geom.auto_pad {
                     return Err("auto_pad is set: spatial separation needs explicit pads".into());
@@ -155,6 +180,23 @@ pub fn apply(graph: &mut Graph, c: &Candidate, d: &Svd, k: usize, sigma: Sigma) 
             replace_weight(graph, c.op, 1, &w1, &[n as i64, k64, 1, 1], &f2);
             set_attrs(graph, c.op, conv_attrs(&attrs, [1, 1], [1, 1], [0; 4], [1, 1]));
         }
+        Layout::ConvInput { n, c: ci, kh, kw } => {
+            let pw_attrs = conv_attrs(&attrs, [1, 1], [1, 1], [0; 4], [1, 1]);
+            let h = add_first(graph, c.op, "Conv", &c.name, pw_attrs, x, &w0, &[k64, ci as i64, 1, 1], &f1);
+            graph.set_input(c.op, 0, Some(h));
+            // F₂[(n·kh·kw + t), r] becomes the k×k weight [N, k, kh, kw]
+            let k2 = kh * kw;
+            let mut b = vec![0.0; n * k * k2];
+            for ni in 0..n {
+                for r in 0..k {
+                    for t in 0..k2 {
+                        b[(ni * k + r) * k2 + t] = f2[(ni * k2 + t) * k + r];
+                    }
+                }
+            }
+            replace_weight(graph, c.op, 1, &w1, &[n as i64, k64, kh as i64, kw as i64], &b);
+        }
+        Layout::ConvTucker2 { .. } => return Err("a Tucker-2 layer has two ranks: use tucker::apply".into()),
         Layout::ConvSpatial { n, c: ci, kh, kw, geom } => {
             let [pt, pl, pb, pr] = geom.pads;
             let [sh, sw] = geom.strides;

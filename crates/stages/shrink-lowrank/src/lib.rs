@@ -6,7 +6,11 @@
 //!   layers by truncated SVD, `W ≈ U_k Σ_k V_kᵀ` (Σ folded into the first
 //!   factor by default, `sigma`); a k×k Conv C → N becomes a k×k conv C → R
 //!   then a 1×1 conv R → N (channel decomposition: SVD of the N × (C·k·k)
-//!   reshaped weight). The bias stays on the second layer.
+//!   reshaped weight). The bias stays on the second layer. `form = "input"`
+//!   splits a conv the other way, a 1×1 conv C → R then the k×k conv R → N
+//!   (SVD of the (N·k·k) × C weight: the k×k conv, and tract's im2col of
+//!   it, reads R channels instead of C); `form = "tucker2"` ([`tucker`])
+//!   gives 1×1 C → R₁, k×k R₁ → R₂, 1×1 R₂ → N.
 //! - `method = "spatial"`: a k×k Conv becomes k×1 then 1×k (Jaderberg et al. 2014).
 //! - `method = "depthwise-separable"` ([`depthwise`]): a k×k Conv becomes a
 //!   depthwise k×k conv then a pointwise 1×1 conv, initialised by rank-1 fits
@@ -35,6 +39,7 @@ pub mod factor;
 pub mod params;
 pub mod rewrite;
 pub mod svd;
+pub mod tucker;
 
 #[cfg(test)]
 mod tests;
@@ -47,7 +52,7 @@ use shrink_stage::{LayerNote, Registry, Stage, StageCx, StageError, StageFactory
 use shrink_train::Executor;
 use tracing::{debug, info, instrument};
 
-pub use params::{LowRankConfig, LowRankParams, Method, Policy, STAGE, Sigma};
+pub use params::{Form, LowRankConfig, LowRankParams, Method, Policy, STAGE, Sigma};
 
 /// Adds this crate's stage kinds to `reg`.
 pub fn register(reg: &mut Registry) {
@@ -72,8 +77,8 @@ pub struct LowRank {
 /// What happened to one layer.
 struct Decision {
     name: String,
-    /// The new first op's name, when factorised.
-    first: Option<String>,
+    /// The new ops' names, when factorised (empty when left alone).
+    parts: Vec<String>,
     note: String,
     figures: BTreeMap<String, f64>,
 }
@@ -107,7 +112,7 @@ impl LowRank {
         for op in self.selected(model) {
             let names = layer_names(model, op);
             let name = names[0].clone();
-            let c = match factor::candidate(&model.graph, op, self.cfg.method) {
+            let c = match factor::candidate(&model.graph, op, self.cfg.method, self.cfg.form) {
                 Ok(c) => c,
                 Err(why) => {
                     debug!(layer = %name, reason = %why, "left alone");
@@ -121,6 +126,10 @@ impl LowRank {
                 out.push(left(name, format!("left alone: no `{}` key matches", kind.key())));
                 continue;
             };
+            if matches!(c.layout, factor::Layout::ConvTucker2 { .. }) {
+                out.push(tucker2(model, &c, name, kind.policy(v))?);
+                continue;
+            }
             let d = svd::svd(c.rows, c.cols, &c.matrix)
                 .map_err(|e| StageError::failed(STAGE, format!("layer `{name}`: {e}")))?;
             let k = svd::choose_rank(kind.policy(v), &d.s, c.rows, c.cols);
@@ -143,7 +152,7 @@ impl LowRank {
                 .map_err(|e| StageError::failed(STAGE, format!("layer `{name}`: {e}")))?;
             debug!(layer = %name, rank = k, rel_error = err, "factorised");
             out.push(Decision {
-                first: Some(format!("{name}.lowrank")),
+                parts: vec![format!("{name}.lowrank")],
                 note: format!("rank {k} of {}, ‖W − W_k‖/‖W‖ = {err:.4}", d.s.len()),
                 name,
                 figures: figs,
@@ -200,7 +209,7 @@ impl LowRank {
             figs.insert("rel_error".to_string(), err);
             debug!(layer = %name, rel_error = err, init = %f.how, "depthwise-separable");
             out.push(Decision {
-                first: Some(format!("{name}.lowrank")),
+                parts: vec![format!("{name}.lowrank")],
                 note: format!(
                     "depthwise {}×{} + pointwise {}→{} ({}), ‖W − P·D‖/‖W‖ = {err:.4}",
                     c.kh, c.kw, c.c, c.n, f.how
@@ -266,7 +275,38 @@ fn layer_names(model: &Model, op: shrink_graph::NodeId) -> Vec<String> {
 }
 
 fn left(name: String, note: String) -> Decision {
-    Decision { name, first: None, note, figures: BTreeMap::new() }
+    Decision { name, parts: Vec::new(), note, figures: BTreeMap::new() }
+}
+
+/// Splits one conv into its Tucker-2 form at the ranks `policy` picks, or leaves it alone.
+fn tucker2(model: &mut Model, c: &factor::Candidate, name: String, policy: Policy) -> Result<Decision, StageError> {
+    let fail = |e: String| StageError::failed(STAGE, format!("layer `{name}`: {e}"));
+    let t = tucker::decompose(c).map_err(fail)?;
+    let (r1, r2) = t.ranks(policy);
+    let (q1, q2) = t.full();
+    let full = c.rows * c.cols;
+    let after = tucker::params(t.n, t.c, t.kh * t.kw, r1, r2);
+    let f = t.factors(r1, r2);
+    let mut figs = BTreeMap::new();
+    figs.insert("rank".to_string(), r1 as f64);
+    figs.insert("rank_out".to_string(), r2 as f64);
+    figs.insert("rank_max".to_string(), q1 as f64);
+    figs.insert("rank_out_max".to_string(), q2 as f64);
+    figs.insert("rel_error".to_string(), f.rel_error);
+    if after >= full {
+        debug!(layer = %name, r1, r2, after, full, "left alone: factorisation saves nothing");
+        let mut l = left(name, format!("left alone: ranks {r1}, {r2} need {after} weights ≥ {full}"));
+        l.figures = figs;
+        return Ok(l);
+    }
+    tucker::apply(&mut model.graph, c, &f).map_err(fail)?;
+    debug!(layer = %name, r1, r2, rel_error = f.rel_error, "tucker-2");
+    Ok(Decision {
+        parts: vec![format!("{name}.lowrank"), format!("{name}.lowrank_core")],
+        note: format!("tucker-2 ranks {r1} of {q1}, {r2} of {q2}, ‖W − Ŵ‖/‖W‖ = {:.4}", f.rel_error),
+        name,
+        figures: figs,
+    })
 }
 
 impl Stage for LowRank {
@@ -284,7 +324,7 @@ impl Stage for LowRank {
         };
         cx.progress.finish();
         model.graph.verify().map_err(|e| StageError::graph(STAGE, e))?;
-        let done = decisions.iter().filter(|d| d.first.is_some()).count();
+        let done = decisions.iter().filter(|d| !d.parts.is_empty()).count();
         let ft = if done > 0 { self.finetune(model, cx)? } else { BTreeMap::new() };
         let after = summarize(model);
         let b: HashMap<&str, &shrink_graph::LayerInfo> = before.layers.iter().map(|l| (l.name.as_str(), l)).collect();
@@ -293,8 +333,8 @@ impl Stage for LowRank {
         for d in decisions {
             let mut figs = d.figures;
             let mut note = d.note;
-            if let (Some(lb), Some(first)) = (b.get(d.name.as_str()), &d.first) {
-                let parts = [a.get(d.name.as_str()), a.get(first.as_str())];
+            if let Some(lb) = b.get(d.name.as_str()).filter(|_| !d.parts.is_empty()) {
+                let parts: Vec<_> = std::iter::once(&d.name).chain(&d.parts).map(|p| a.get(p.as_str())).collect();
                 let pa: u64 = parts.iter().flatten().map(|l| l.params).sum();
                 let ma: Option<u64> = parts.iter().flatten().map(|l| l.macs).sum();
                 figs.insert("params_before".into(), lb.params as f64);
@@ -310,10 +350,12 @@ impl Stage for LowRank {
         }
         let summary = format!(
             "{}: {done} of {} layers factorised, params {} → {} ({:.3}×), MACs {} → {} ({:.3}×)",
-            match self.cfg.method {
-                Method::Svd => "svd",
-                Method::Spatial => "spatial",
-                Method::DepthwiseSeparable => "depthwise-separable",
+            match (self.cfg.method, self.cfg.form) {
+                (Method::Svd, Form::Output) => "svd",
+                (Method::Svd, Form::Input) => "svd (input form)",
+                (Method::Svd, Form::Tucker2) => "svd (tucker2 form)",
+                (Method::Spatial, _) => "spatial",
+                (Method::DepthwiseSeparable, _) => "depthwise-separable",
             },
             layers.len(),
             before.params,

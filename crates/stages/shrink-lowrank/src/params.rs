@@ -5,6 +5,7 @@
 //! [[stage]]
 //! kind = "lowrank"
 //! method = "svd"                 # "svd" (default) | "spatial" | "depthwise-separable"
+//! form = "output"                # svd of a Conv: "output" (default) | "input" | "tucker2"
 //! layers = ["/0/Gemm"]           # layer globs (empty: every layer of `ops`)
 //! exclude = ["/stem/*"]
 //! ops = ["Gemm", "MatMul"]       # op types factorised (default Gemm, MatMul, Conv)
@@ -39,6 +40,17 @@ pub struct LowRankParams {
     /// pointwise 1×1.
     #[serde(default)]
     pub method: Option<String>,
+    /// `svd` only, how a k×k Conv C→N is split (Gemm/MatMul are unaffected):
+    /// `output` (default): k×k C→R then 1×1 R→N (SVD of the N × (C·k·k)
+    /// weight); `input`: 1×1 C→R then k×k R→N (SVD of the (N·k·k) × C
+    /// weight), so the k×k conv reads R channels instead of C; `tucker2`:
+    /// 1×1 C→R₁, k×k R₁→R₂, 1×1 R₂→N (HOSVD: the leading singular vectors
+    /// of the input- and output-channel unfoldings, the core projected on
+    /// them). For `tucker2`, `rank` sets R₁ = R₂ (each at most its channel
+    /// count), `energy` picks R₁ and R₂ from each unfolding's spectrum, and
+    /// `params_ratio` takes the largest R₁ = R₂ whose three convs fit.
+    #[serde(default)]
+    pub form: Option<String>,
     /// Layer globs (matched against op and weight names) to factorise
     /// (empty: every layer of `ops`).
     #[serde(default)]
@@ -89,6 +101,18 @@ pub enum Method {
     DepthwiseSeparable,
 }
 
+/// How `method = "svd"` splits a k×k Conv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// k×k C→R, then 1×1 R→N.
+    #[default]
+    Output,
+    /// 1×1 C→R, then k×k R→N.
+    Input,
+    /// 1×1 C→R₁, k×k R₁→R₂, 1×1 R₂→N.
+    Tucker2,
+}
+
 /// How a layer's rank is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Policy {
@@ -132,6 +156,8 @@ impl PerLayer {
 #[derive(Debug, Clone)]
 pub struct LowRankConfig {
     pub method: Method,
+    /// How `svd` splits a Conv.
+    pub form: Form,
     pub layers: Vec<String>,
     pub exclude: Vec<String>,
     pub ops: Vec<String>,
@@ -254,6 +280,20 @@ impl LowRankParams {
                 ));
             }
         };
+        let form = match (method, p.form.as_deref()) {
+            (_, None) => Form::Output,
+            (Method::Svd, Some("output")) => Form::Output,
+            (Method::Svd, Some("input")) => Form::Input,
+            (Method::Svd, Some("tucker2")) => Form::Tucker2,
+            (Method::Svd, Some(other)) => {
+                return Err(StageError::param(
+                    STAGE,
+                    "form",
+                    format!("`{other}` is not one of output, input, tucker2"),
+                ));
+            }
+            (_, Some(_)) => return Err(StageError::param(STAGE, "form", "only method = \"svd\" takes `form`")),
+        };
         let given: Vec<(PolicyKind, &toml::Value)> =
             [(PolicyKind::Rank, &p.rank), (PolicyKind::Energy, &p.energy), (PolicyKind::ParamsRatio, &p.params_ratio)]
                 .into_iter()
@@ -337,6 +377,7 @@ impl LowRankParams {
         }
         Ok(LowRankConfig {
             method,
+            form,
             layers: p.layers,
             exclude: p.exclude,
             ops,

@@ -58,10 +58,27 @@ pub fn add_first(
     dims: &[i64],
     data: &[f32],
 ) -> ValueRef {
+    add_named(graph, before, op_type, &format!("{name}.lowrank"), attributes, x, weight_base, dims, data)
+}
+
+/// Adds an op of `op_type` named `op_name` reading `x` and a new weight,
+/// ordered just before `before`. Returns its output.
+#[allow(clippy::too_many_arguments)]
+pub fn add_named(
+    graph: &mut Graph,
+    before: NodeId,
+    op_type: &str,
+    op_name: &str,
+    attributes: Vec<AttributeProto>,
+    x: ValueRef,
+    weight_base: &str,
+    dims: &[i64],
+    data: &[f32],
+) -> ValueRef {
     let wname = fresh_name(graph, weight_base);
     let w = graph.add_weight(Tensor::from_f32(&wname, dims, data));
-    let out = fresh_name(graph, &format!("{name}.lowrank_output"));
-    let mut op = Op::new(op_type, &format!("{name}.lowrank"), 2, vec![out]);
+    let out = fresh_name(graph, &format!("{op_name}_output"));
+    let mut op = Op::new(op_type, op_name, 2, vec![out]);
     op.attributes = attributes;
     op.order = graph.op(before).map_or(0, |o| o.order);
     let id = graph.add_op(op, &[Some(x), Some(ValueRef(w, 0))]);

@@ -185,20 +185,75 @@ fn svd_truncates_and_reports() {
 
 #[test]
 fn full_rank_factorisation_matches_in_the_trainer() {
+    use crate::{Form, Method};
     for (model, dims) in [(mlp(), vec![4, 20]), (conv(), vec![2, 3, 8, 8])] {
         let before = forward(&model, &dims);
-        for method in [crate::Method::Svd, crate::Method::Spatial] {
+        for (method, form) in [
+            (Method::Svd, Form::Output),
+            (Method::Svd, Form::Input),
+            (Method::Svd, Form::Tucker2),
+            (Method::Spatial, Form::Output),
+        ] {
             let mut m = model.clone();
             for op in m.graph.ops() {
-                let Ok(c) = crate::factor::candidate(&m.graph, op, method) else { continue };
-                let d = svd(c.rows, c.cols, &c.matrix).unwrap();
-                crate::factor::apply(&mut m.graph, &c, &d, d.s.len(), Sigma::Sqrt).unwrap();
+                let Ok(c) = crate::factor::candidate(&m.graph, op, method, form) else { continue };
+                if matches!(c.layout, crate::factor::Layout::ConvTucker2 { .. }) {
+                    let t = crate::tucker::decompose(&c).unwrap();
+                    let (q1, q2) = t.full();
+                    let f = t.factors(q1, q2);
+                    assert!(f.rel_error < 1e-6, "{}", f.rel_error);
+                    crate::tucker::apply(&mut m.graph, &c, &f).unwrap();
+                } else {
+                    let d = svd(c.rows, c.cols, &c.matrix).unwrap();
+                    crate::factor::apply(&mut m.graph, &c, &d, d.s.len(), Sigma::Sqrt).unwrap();
+                }
             }
             m.graph.verify().unwrap();
             let after = forward(&m, &dims);
-            assert!(max_diff(&before, &after) < 1e-4, "{method:?}: {}", max_diff(&before, &after));
+            assert!(max_diff(&before, &after) < 1e-4, "{method:?} {form:?}: {}", max_diff(&before, &after));
         }
     }
+}
+
+fn weight_dims(m: &Model, op: &str) -> Vec<i64> {
+    let g = &m.graph;
+    let id = g.find_op(op).unwrap_or_else(|| panic!("no op {op}"));
+    g.weight(g.input(id, 1).unwrap()).unwrap().dims().to_vec()
+}
+
+#[test]
+fn input_form_puts_the_pointwise_conv_first() {
+    let mut m = conv();
+    // conv is 6×3×3×3: M is 54 × 3, rank 2 keeps 2·(54 + 3) = 114 < 162 weights
+    let r = run(&mut m, "form = \"input\"\nrank = 2", None);
+    assert_eq!(r.figures["layers_factorised"], 1.0, "{}", r.summary);
+    assert_eq!(weight_dims(&m, "conv.lowrank"), [2, 3, 1, 1]);
+    assert_eq!(weight_dims(&m, "conv"), [6, 2, 3, 3]);
+    let first = m.graph.op(m.graph.find_op("conv.lowrank").unwrap()).unwrap();
+    assert_eq!(first.attr_ints("kernel_shape"), Some(&[1i64, 1][..]));
+    assert_eq!(first.attr_ints("pads"), Some(&[0i64, 0, 0, 0][..]));
+    assert_eq!(r.layers[0].figures["params_after"], (114 + 6) as f64);
+    // 8×8 outputs: 2·3 MACs per pixel in, 6·2·9 out
+    assert_eq!(r.layers[0].figures["macs_after"], (64 * (2 * 3 + 6 * 2 * 9)) as f64);
+}
+
+#[test]
+fn tucker2_form_writes_three_convs() {
+    let mut m = conv();
+    let r = run(&mut m, "form = \"tucker2\"\nrank = 2", None);
+    assert_eq!(r.figures["layers_factorised"], 1.0, "{}", r.summary);
+    assert_eq!(weight_dims(&m, "conv.lowrank"), [2, 3, 1, 1]);
+    assert_eq!(weight_dims(&m, "conv.lowrank_core"), [2, 2, 3, 3]);
+    assert_eq!(weight_dims(&m, "conv"), [6, 2, 1, 1]);
+    let l = &r.layers[0];
+    assert_eq!((l.figures["rank"], l.figures["rank_out"]), (2.0, 2.0));
+    // 3·2 + 2·2·9 + 2·6 weights, and the bias
+    assert_eq!(l.figures["params_after"], (6 + 36 + 12 + 6) as f64);
+    assert!(l.figures["rel_error"] > 0.0 && l.figures["rel_error"] < 1.0);
+    // params_ratio: the largest R₁ = R₂ within the budget (0.5 · 162 = 81 ≥ 3r + 9r² + 6r → r = 2)
+    let mut m = conv();
+    let r = run(&mut m, "form = \"tucker2\"\nparams_ratio = 0.5", None);
+    assert_eq!(r.layers[0].figures["rank"], 2.0);
 }
 
 #[test]
