@@ -19,6 +19,14 @@
 //! that `cargo test` already made; the full run uses the release build.
 //! Quick results go to `bench/results-quick.json` and never into BENCHMARKS.md.
 //!
+//! An early-exit bench ([`PipelineBench::infer`]) then runs `shrink infer
+//! OUTPUT/early-exit --data DATA --json OUTPUT/infer.json` with the same
+//! binary: the segmented model against the full one in tract, batch 1. Its
+//! figures go into the section (under that command), into the bench's entry
+//! of the results file (`infer`), and into the README row (accuracy and mean
+//! batch-1 latency ratio, marked `shrink infer`). `--reuse` reads the
+//! `infer.json` already in the output folder, refusing one older than the run.
+//!
 //! Sections of BENCHMARKS.md sit between `<!-- bench:NAME -->` and
 //! `<!-- /bench:NAME -->` markers; a bench replaces only its own section.
 
@@ -36,6 +44,9 @@ struct PipelineBench {
     title: &'static str,
     /// The published (or previously measured) figure this row answers.
     anchor: &'static str,
+    /// For an early-exit pipeline: the builtin dataset (its test split) that
+    /// `shrink infer` measures the segmented model on after the run.
+    infer: Option<&'static str>,
 }
 
 const PIPELINES: &[PipelineBench] = &[
@@ -44,84 +55,105 @@ const PIPELINES: &[PipelineBench] = &[
         pipeline: "pipelines/deep-compression-lenet-300-100.toml",
         title: "Deep Compression, LeNet-300-100 (prune → k-means → Huffman)",
         anchor: "Han et al. 2016: 40× smaller, 1.64 % → 1.58 % test error.",
+        infer: None,
     },
     PipelineBench {
         name: "deep-compression-lenet-5",
         pipeline: "pipelines/deep-compression-lenet-5.toml",
         title: "Deep Compression, LeNet-5 (prune → k-means → Huffman)",
         anchor: "Han et al. 2016: 39× smaller, 0.80 % → 0.74 % test error.",
+        infer: None,
     },
     PipelineBench {
         name: "prune-lenet-300-100",
         pipeline: "pipelines/prune-lenet-300-100.toml",
         title: "Magnitude pruning, LeNet-300-100",
         anchor: "Han et al. 2015: 12× fewer weights, 1.64 % → 1.59 % test error.",
+        infer: None,
     },
     PipelineBench {
         name: "prune-lenet-5",
         pipeline: "pipelines/prune-lenet-5.toml",
         title: "Magnitude pruning, LeNet-5",
         anchor: "Han et al. 2015: 12× fewer weights, 0.80 % → 0.77 % test error.",
+        infer: None,
     },
     PipelineBench {
         name: "prune-structured-convnet-mix",
         pipeline: "pipelines/prune-structured-convnet-mix.toml",
         title: "Structured (channel) pruning, convnet-mix",
         anchor: "Target: ≥ 2× faster in tract at batch 1 and 64, ≤ 1 pp accuracy drop.",
+        infer: None,
     },
     PipelineBench {
         name: "quantize-int8-lenet-5",
         pipeline: "pipelines/quantize-int8-lenet-5.toml",
         title: "int8 static quantisation, LeNet-5",
         anchor: "Target: ≤ 0.3 pp drop, file ≤ 0.27× the f32 file.",
+        infer: None,
     },
     PipelineBench {
         name: "quantize-int8-convnet-mix",
         pipeline: "pipelines/quantize-int8-convnet-mix.toml",
         title: "int8 static quantisation, convnet-mix",
         anchor: "Target: ≤ 0.3 pp drop, file ≤ 0.27× the f32 file.",
+        infer: None,
     },
     PipelineBench {
         name: "quantize-linear4-lenet-5",
         pipeline: "pipelines/quantize-linear4-lenet-5.toml",
         title: "4-bit linear per-channel quantisation with QAT, LeNet-5",
         anchor: "Target: ≤ 0.5 pp drop.",
+        infer: None,
     },
     PipelineBench {
         name: "quantize-binary-lenet-300-100",
         pipeline: "pipelines/quantize-binary-lenet-300-100.toml",
         title: "Binary weights (BinaryConnect), LeNet-300-100",
         anchor: "Courbariaux et al. 2015: 1.29 % for a larger MLP; target ≤ 2.0 %.",
+        infer: None,
     },
     PipelineBench {
         name: "lowrank-lenet-300-100",
         pipeline: "pipelines/lowrank-lenet-300-100.toml",
         title: "Low-rank (truncated SVD) factorisation, LeNet-300-100",
         anchor: "PyTorch truncated SVD of fc1 + 2 epochs: rank 32 → 0.25× params at +0.20 pp; rank 64 → 0.38× at +0.08 pp. Target ≤ 0.3× params at ≤ +0.15 pp.",
+        infer: None,
     },
     PipelineBench {
         name: "lowrank-convnet-mix",
         pipeline: "pipelines/lowrank-convnet-mix.toml",
         title: "Channel decomposition of the 3×3 convs, convnet-mix",
         anchor: "Target: MACs ≤ 0.6×, tract latency lower at batch 64, ≤ 1 pp drop.",
+        infer: None,
     },
     PipelineBench {
         name: "lowrank-depthwise-convnet-mix",
         pipeline: "pipelines/lowrank-depthwise-convnet-mix.toml",
         title: "Depthwise-separable replacement of one conv, convnet-mix",
         anchor: "No target: the accuracy after fine-tuning, reported as measured.",
+        infer: None,
     },
     PipelineBench {
         name: "early-exit-convnet-mix",
         pipeline: "pipelines/early-exit-convnet-mix.toml",
         title: "Early-exit heads, convnet-mix (the multi-output model; `shrink infer` measures the segmented one)",
         anchor: "BranchyNet: ~2–5× on LeNet-class nets. Target: ≤ 0.5 pp drop at ≤ 0.5× mean batch-1 latency (`shrink infer`).",
+        infer: Some("mnist"),
+    },
+    PipelineBench {
+        name: "early-exit-lenet-5-fashion",
+        pipeline: "pipelines/early-exit-lenet-5-fashion.toml",
+        title: "Early-exit heads, LeNet-5 on Fashion-MNIST (the multi-output model; `shrink infer` measures the segmented one)",
+        anchor: "No published figure: a harder task (fewer easy inputs), measured against the MNIST target (≤ 0.5 pp drop at ≤ 0.5× mean batch-1 latency, `shrink infer`) and reported as it holds.",
+        infer: Some("fashion-mnist"),
     },
     PipelineBench {
         name: "distill-mnist",
         pipeline: "pipelines/distill-mnist.toml",
         title: "Distillation, LeNet-5 teacher → small CNN student, MNIST",
         anchor: "Student ≥ 10× fewer parameters.",
+        infer: None,
     },
 ];
 
@@ -146,7 +178,7 @@ const TESTS: &[TestBench] = &[TestBench {
 }];
 
 const USAGE: &str =
-    "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train or a pipeline bench; none: all)";
+    "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train, scale or a pipeline bench; none: all)";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -158,8 +190,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     for n in &names {
         anyhow::ensure!(
-            *n == "train" || PIPELINES.iter().any(|p| p.name == *n) || TESTS.iter().any(|t| t.name == *n),
-            "unknown bench `{n}`; known: train, {}, {}\n{USAGE}",
+            matches!(*n, "train" | "scale")
+                || PIPELINES.iter().any(|p| p.name == *n)
+                || TESTS.iter().any(|t| t.name == *n),
+            "unknown bench `{n}`; known: train, scale, {}, {}\n{USAGE}",
             PIPELINES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
             TESTS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
         );
@@ -167,6 +201,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let all = names.is_empty();
     if (all && !quick && !reuse) || names.contains(&"train") {
         crate::bench_train::train()?;
+    }
+    if (all && !quick && !reuse) || names.contains(&"scale") {
+        crate::bench_scale::scale()?;
     }
     let root = project_root();
     let golden = read_golden(&root)?;
@@ -204,15 +241,33 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             }
             (out, t0.elapsed().as_secs_f64())
         };
+        let infer = match b.infer {
+            None => None,
+            Some(data) => match run_infer(&root, shrink.as_deref(), b, &out, data) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    println!("bench {} (shrink infer) failed: {e:#}", b.name);
+                    failed.push(b.name);
+                    continue;
+                }
+            },
+        };
         let report_json = std::fs::read_to_string(root.join(&out).join("report.json"))
             .with_context(|| format!("reading {out}/report.json"))?;
         let report: serde_json::Value =
             serde_json::from_str(&report_json).with_context(|| format!("parsing {out}/report.json"))?;
         record_result(&root, quick, b.name, secs, &sets, report)?;
+        if let Some(i) = &infer {
+            record_infer(&root, quick, b.name, i)?;
+        }
         if !quick {
             let md = std::fs::read_to_string(root.join(&out).join("report.md"))
                 .with_context(|| format!("reading {out}/report.md"))?;
-            write_section(&root.join("BENCHMARKS.md"), b.name, &section(b, &md, secs, reuse))?;
+            let mut body = section(b, &md, secs, reuse);
+            if let Some(i) = &infer {
+                body.push_str(&infer_section(b, i));
+            }
+            write_section(&root.join("BENCHMARKS.md"), b.name, &body)?;
         }
     }
     if !quick {
@@ -283,6 +338,7 @@ fn write_readme_results(root: &Path) -> anyhow::Result<()> {
         let size = format!("{bytes:.0} B ({how}{})", if stored.is_some() { ", .shrink" } else { "" });
         let nz = last["size"]["nonzero_params"].as_f64().unwrap_or(f64::NAN)
             / first["size"]["params"].as_f64().unwrap_or(f64::NAN);
+        let infer = b.infer.and_then(|_| InferFigures::from_json(&r["infer"]["report"]).ok());
         let lat: Vec<String> = last["latency_ratio"]
             .as_array()
             .cloned()
@@ -291,19 +347,32 @@ fn write_readme_results(root: &Path) -> anyhow::Result<()> {
             .filter_map(|p| p.as_array().and_then(|p| p.get(1)).and_then(|x| x.as_f64()))
             .map(|x| format!("{x:.2}×"))
             .collect();
+        let (accuracy, latency) = match &infer {
+            // the segmented model is what an early-exit deployment runs: its accuracy and latency
+            Some(f) => (
+                format!("{:.2} % → {:.2} % (`shrink infer`)", f.full_accuracy * 100.0, f.accuracy * 100.0),
+                format!("{:.2}× b1 mean (`shrink infer`)", f.latency_ratio),
+            ),
+            None => (
+                format!("{} → {}", acc(first).unwrap_or_else(|| "-".into()), acc(last).unwrap_or_else(|| "-".into())),
+                if lat.is_empty() { "-".into() } else { lat.join(" / ") },
+            ),
+        };
         md.push_str(&format!(
-            "| [{}](pipelines/{}.toml) | {} → {} | {} | {:.2} % | {} | {} |\n",
+            "| [{}](pipelines/{}.toml) | {accuracy} | {} | {:.2} % | {latency} | {} |\n",
             b.name,
             b.name,
-            acc(first).unwrap_or_else(|| "-".into()),
-            acc(last).unwrap_or_else(|| "-".into()),
             size,
             nz * 100.0,
-            if lat.is_empty() { "-".into() } else { lat.join(" / ") },
             b.anchor
         ));
     }
-    md.push_str("\nWritten by `cargo xtask bench` from `bench/results.json` (latency: the compressed model's median over the original's, measured interleaved in tract, 1 thread).\n");
+    md.push_str(
+        "\nWritten by `cargo xtask bench` from `bench/results.json` (latency: the compressed model's median over the \
+         original's, measured interleaved in tract, 1 thread; rows marked `shrink infer`: the segmented early-exit \
+         model's accuracy and mean batch-1 latency over the full model's, from `shrink infer` on the same run's \
+         output, see BENCHMARKS.md).\n",
+    );
     let readme = root.join("README.md");
     let old = std::fs::read_to_string(&readme).with_context(|| format!("reading {}", readme.display()))?;
     let (open, close) = ("<!-- results -->", "<!-- /results -->");
@@ -335,6 +404,173 @@ fn section(b: &PipelineBench, report_md: &str, secs: f64, reused: bool) -> Strin
     };
     let machine = if reused { format!("{} (recorded)", machine_line()) } else { machine_line() };
     format!("## {}\n\n{how}. {}\n\n{machine}\n{body}", b.title, b.anchor)
+}
+
+/// The figures of a `shrink infer` run (its `infer.json`) that a bench records.
+struct InferFigures {
+    data: String,
+    /// the profile of the `shrink` binary that measured (`unknown` in older files)
+    build: String,
+    samples: f64,
+    policy: String,
+    thresholds: Vec<f64>,
+    accuracy: f64,
+    full_accuracy: f64,
+    exit_counts: Vec<f64>,
+    mean_ms: f64,
+    median_ms: f64,
+    p90_ms: f64,
+    full_mean_ms: f64,
+    full_median_ms: f64,
+    full_p90_ms: f64,
+    latency_ratio: f64,
+    mean_relative_macs: f64,
+}
+
+impl InferFigures {
+    fn from_json(v: &serde_json::Value) -> anyhow::Result<InferFigures> {
+        let num = |k: &str| v.get(k).and_then(|x| x.as_f64()).with_context(|| format!("no number `{k}`"));
+        let str = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string).with_context(|| format!("no `{k}`"));
+        let nums = |k: &str| -> anyhow::Result<Vec<f64>> {
+            let a = v.get(k).and_then(|x| x.as_array()).with_context(|| format!("no array `{k}`"))?;
+            a.iter().map(|x| x.as_f64().with_context(|| format!("`{k}`: {x} is not a number"))).collect()
+        };
+        Ok(InferFigures {
+            data: str("data")?,
+            build: str("build").unwrap_or_else(|_| "unknown".into()),
+            samples: num("samples")?,
+            policy: str("policy")?,
+            thresholds: nums("thresholds")?,
+            accuracy: num("accuracy")?,
+            full_accuracy: num("full_accuracy")?,
+            exit_counts: nums("exit_counts")?,
+            mean_ms: num("mean_ms")?,
+            median_ms: num("median_ms")?,
+            p90_ms: num("p90_ms")?,
+            full_mean_ms: num("full_mean_ms")?,
+            full_median_ms: num("full_median_ms")?,
+            full_p90_ms: num("full_p90_ms")?,
+            latency_ratio: num("latency_ratio")?,
+            mean_relative_macs: num("mean_relative_macs")?,
+        })
+    }
+}
+
+/// A `shrink infer` measurement of a bench's output: the command that made
+/// it, how it was made here, and what it wrote.
+struct InferRun {
+    command: String,
+    /// seconds here; NaN when read back by `--reuse`
+    secs: f64,
+    reused: bool,
+    report: serde_json::Value,
+    figures: InferFigures,
+}
+
+/// Runs `shrink infer OUT/early-exit --data DATA --json OUT/infer.json` with
+/// the bench's binary, or (`shrink` None: `--reuse`) reads the `infer.json`
+/// already there, provided it is newer than the run's manifest and measured
+/// `data`.
+fn run_infer(root: &Path, shrink: Option<&Path>, b: &PipelineBench, out: &str, data: &str) -> anyhow::Result<InferRun> {
+    let (dir, json) = (format!("{out}/early-exit"), format!("{out}/infer.json"));
+    let command = format!("shrink infer {dir} --data {data} --json {json}");
+    let manifest = root.join(&dir).join("early-exit.toml");
+    anyhow::ensure!(manifest.is_file(), "{dir}/early-exit.toml is missing: is {} an early-exit pipeline?", b.pipeline);
+    let t0 = std::time::Instant::now();
+    let reused = shrink.is_none();
+    if let Some(shrink) = shrink {
+        let mut cmd = Command::new(shrink);
+        cmd.current_dir(root).args(["infer", &dir, "--data", data, "--json", &json]);
+        println!("bench {}: {:?}", b.name, cmd);
+        crate::run_cmd(&mut cmd)?;
+    } else {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+        let j = modified(&root.join(&json)).with_context(|| format!("{json}: run `{command}` first"))?;
+        let m = modified(&manifest).with_context(|| format!("reading {dir}/early-exit.toml"))?;
+        anyhow::ensure!(j >= m, "{json} is older than the run in {out}: rerun `{command}`");
+    }
+    let secs = if reused { f64::NAN } else { t0.elapsed().as_secs_f64() };
+    let text = std::fs::read_to_string(root.join(&json)).with_context(|| format!("reading {json}"))?;
+    let report: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {json}"))?;
+    let figures = InferFigures::from_json(&report).with_context(|| format!("{json}: rerun `{command}`"))?;
+    anyhow::ensure!(figures.data == data, "{json} measured `{}`, not `{data}`: rerun `{command}`", figures.data);
+    Ok(InferRun { command, secs, reused, report, figures })
+}
+
+/// Adds the `shrink infer` figures to the bench's entry of the results file.
+fn record_infer(root: &Path, quick: bool, name: &str, i: &InferRun) -> anyhow::Result<()> {
+    let path = root.join("bench").join(if quick { "results-quick.json" } else { "results.json" });
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut all: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let entry = all
+        .get_mut(name)
+        .and_then(|e| e.as_object_mut())
+        .with_context(|| format!("{}: no entry `{name}`", path.display()))?;
+    entry.insert(
+        "infer".into(),
+        serde_json::json!({
+            "command": i.command,
+            "reused": i.reused,
+            "seconds": i.secs,
+            "accuracy_drop_pp": (i.figures.full_accuracy - i.figures.accuracy) * 100.0,
+            "report": i.report,
+        }),
+    );
+    let text = serde_json::to_string_pretty(&all).context("encoding results")? + "\n";
+    write_atomic(&path, &text)
+}
+
+/// The `shrink infer` part of an early-exit bench's section.
+fn infer_section(b: &PipelineBench, i: &InferRun) -> String {
+    let f = &i.figures;
+    let how = if i.reused {
+        format!("`{}` (its `infer.json`, recorded by `cargo xtask bench {} --reuse`)", i.command, b.name)
+    } else {
+        format!(
+            "`{}` (run by `cargo xtask bench {}` after the pipeline, same binary; {:.0} s here)",
+            i.command, b.name, i.secs
+        )
+    };
+    let n = f.samples.max(1.0);
+    let exits: Vec<String> = f
+        .exit_counts
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let at = f.thresholds.get(k).map_or("final".to_string(), |t| format!("exit {k} (τ = {t})"));
+            format!("{at}: {c:.0} ({:.2} %)", c * 100.0 / n)
+        })
+        .collect();
+    format!(
+        "\n### The segmented model in tract, batch 1 (`shrink infer`)\n\n\
+         {how}: {:.0} {} test samples one at a time, 1 thread, segmented and full model interleaved sample by \
+         sample after a warm-up; policy `{}`; `shrink` {} build.\n\n\
+         | model | accuracy | Δ pp | mean ms | median ms | p90 ms | mean relative MACs |\n\
+         |---|---|---|---|---|---|---|\n\
+         | full | {:.2} % | +0.00 | {:.4} | {:.4} | {:.4} | 1.000 |\n\
+         | segmented | {:.2} % | {:+.2} | {:.4} | {:.4} | {:.4} | {:.3} |\n\n\
+         Mean latency ratio (segmented / full): **{:.3}** ({:.2}× faster); accuracy drop {:.2} pp. \
+         Exits taken: {}.\n",
+        f.samples,
+        f.data,
+        f.policy,
+        f.build,
+        f.full_accuracy * 100.0,
+        f.full_mean_ms,
+        f.full_median_ms,
+        f.full_p90_ms,
+        f.accuracy * 100.0,
+        (f.accuracy - f.full_accuracy) * 100.0,
+        f.mean_ms,
+        f.median_ms,
+        f.p90_ms,
+        f.mean_relative_macs,
+        f.latency_ratio,
+        1.0 / f.latency_ratio.max(1e-12),
+        (f.full_accuracy - f.accuracy) * 100.0,
+        exits.join(", ")
+    )
 }
 
 /// The pipeline's own output folder, when it holds a finished run of it.

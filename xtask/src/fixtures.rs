@@ -6,6 +6,11 @@
 //! changed), then runs each generator script in fixtures/gen/, which trains,
 //! exports with both torch exporters, checks the onnxruntime accuracy against
 //! torch's and writes `NAME.onnx`, `NAME.dynamo.onnx` and `NAME.json`.
+//!
+//! `--large` instead exports the large fixture models, untrained and never
+//! committed, into `<cache>/fixtures-large/`: today `resnet50.onnx` (the
+//! torchvision ResNet-50 architecture with seeded random weights, written by
+//! fixtures/gen/resnet50_large.py), which `cargo xtask bench scale` measures.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,21 +21,30 @@ use anyhow::{Context, bail};
 const GENERATORS: &[(&str, &str)] =
     &[("lenet-300-100", "lenet_300_100.py"), ("lenet-5", "lenet_5.py"), ("convnet-mix", "convnet_mix.py")];
 
+/// The large fixture: file name under `<cache>/fixtures-large/` and script (under fixtures/gen/).
+const LARGE: (&str, &str) = ("resnet50.onnx", "resnet50_large.py");
+
 const USAGE: &str = "\
-cargo xtask fixtures [--data DIR] [--large] [MODEL...]
+cargo xtask fixtures [--data DIR] [MODEL...]
+cargo xtask fixtures --large [--force]
 
     MODEL       only these models (default: all of lenet-300-100, lenet-5, convnet-mix)
     --data DIR  folder of the MNIST IDX files (default: fixtures/data/mnist)
-    --large     larger fixture models (not implemented yet)
+    --large     instead, export the large untrained fixture, ResNet-50 (torchvision's architecture,
+                seeded random weights, ~25.6M parameters, ~100 MB) to
+                <cache>/fixtures-large/resnet50.onnx; never into fixtures/models
+    --force     with --large: export again even when the file exists
 ";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut data: Option<PathBuf> = None;
     let mut models: Vec<&str> = Vec::new();
+    let (mut large, mut force) = (false, false);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--large" => bail!("cargo xtask fixtures --large: not implemented yet"),
+            "--large" => large = true,
+            "--force" => force = true,
             "--data" => {
                 let dir = it.next().context("--data needs a folder")?;
                 data = Some(PathBuf::from(dir));
@@ -44,6 +58,17 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 None => bail!("unknown model or option `{name}`\n\n{USAGE}"),
             },
         }
+    }
+
+    if large {
+        if data.is_some() || !models.is_empty() {
+            bail!("--large takes no MODEL and no --data\n\n{USAGE}");
+        }
+        large_model(force)?;
+        return Ok(());
+    }
+    if force {
+        bail!("--force goes with --large (the MNIST models are always trained again)\n\n{USAGE}");
     }
 
     let root = crate::project_root();
@@ -75,6 +100,42 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         eprintln!("fixtures: {name} done in {:.0} s", started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// The path of the large fixture, `<cache>/fixtures-large/resnet50.onnx`.
+pub(crate) fn large_model_path() -> PathBuf {
+    crate::cache_dir().join("fixtures-large").join(LARGE.0)
+}
+
+/// Exports the large fixture unless it is there already (or `force`), and
+/// prints its parameter count and size (the script prints them as it exports).
+/// Returns its path.
+pub(crate) fn large_model(force: bool) -> anyhow::Result<PathBuf> {
+    let path = large_model_path();
+    let (file, script) = LARGE;
+    if path.is_file() && !force {
+        let bytes = std::fs::metadata(&path)?.len();
+        eprintln!("fixtures: {} exists ({bytes} bytes; --force exports it again), skipped", path.display());
+        return Ok(path);
+    }
+    let root = crate::project_root();
+    let gen_dir = root.join("fixtures/gen");
+    let python = venv(&gen_dir.join("requirements.txt"))?;
+    eprintln!("fixtures: {file} (fixtures/gen/{script})");
+    let started = std::time::Instant::now();
+    crate::run_cmd(
+        Command::new(&python)
+            .arg(gen_dir.join(script))
+            .arg("--out")
+            .arg(&path)
+            .current_dir(&root)
+            .env("PYTHONHASHSEED", "0")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("OMP_NUM_THREADS", "2"),
+    )?;
+    anyhow::ensure!(path.is_file(), "{} did not write {}", script, path.display());
+    eprintln!("fixtures: {file} done in {:.0} s: {}", started.elapsed().as_secs_f64(), path.display());
+    Ok(path)
 }
 
 /// Fails early, with a hint, when an MNIST IDX file is missing.

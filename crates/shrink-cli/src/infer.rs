@@ -32,6 +32,11 @@ pub(crate) struct InferArgs {
 /// What `shrink infer` measured.
 #[derive(Debug, Serialize)]
 struct InferReport {
+    /// The builtin dataset whose test split was used.
+    data: String,
+    /// The profile `shrink` was built with: `dev` (debug assertions on; the
+    /// workspace's own crates mostly unoptimised, tract optimised) or `release`.
+    build: &'static str,
     samples: usize,
     policy: Policy,
     thresholds: Vec<f64>,
@@ -126,6 +131,8 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
         macs += m.segments[exit].relative_cost;
     }
     let r = InferReport {
+        data: args.data.clone(),
+        build: if cfg!(debug_assertions) { "dev" } else { "release" },
         samples: n,
         policy,
         thresholds: thresholds.clone(),
@@ -174,7 +181,11 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
         r.mean_relative_macs
     );
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?).with_context(|| format!("{}", p.display()))?;
+        // temp + rename: a reader never sees half a file
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&r)? + "\n")
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, p).with_context(|| format!("renaming {} to {}", tmp.display(), p.display()))?;
     }
     Ok(())
 }
