@@ -136,6 +136,78 @@ fn env_f64(key: &str) -> Option<f64> {
     std::env::var(key).ok().and_then(|v| v.parse().ok())
 }
 
+/// Trains `start` (a copy for each run) with the distill `stage` table twice per
+/// seed: on hard labels (alpha 0) and distilled (the table's alpha and T), with
+/// the same seeds (same initialisation, shuffles and validation split).
+/// Returns the tract test errors in %: (hard, distilled), and the last run's
+/// report.
+fn hard_vs_distilled(
+    stage: &toml::Table,
+    start: &Model,
+    teacher: &Model,
+    train: &dyn Dataset,
+    test: &dyn Dataset,
+    seeds: u64,
+) -> (Vec<f64>, Vec<f64>, StageReport) {
+    let mut hard_table = stage.clone();
+    hard_table.insert("alpha".into(), toml::Value::Float(0.0));
+    let (mut hard, mut soft) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for seed in 1..=seeds {
+        for (table, errs) in [(&hard_table, &mut hard), (stage, &mut soft)] {
+            let t0 = Instant::now();
+            let mut model = start.clone();
+            let rep = run_stage(table, &mut model, teacher, train, seed);
+            let (acc, correct) = tract_accuracy(&model, test);
+            eprintln!(
+                "seed {seed} alpha {}: test error {:.2} % ({correct}/{}) in tract ({:.0} s)",
+                rep.figures["alpha"],
+                (1.0 - acc) * 100.0,
+                test.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            errs.push((1.0 - acc) * 100.0);
+            last = Some(rep);
+        }
+    }
+    (hard, soft, last.expect("at least one seed"))
+}
+
+/// The markdown lines both benchmarks print (and write to
+/// `$SHRINK_BENCH_OUT/NAME.md` for `cargo xtask bench NAME`).
+fn report_hard_vs_distilled(name: &str, header: &str, stage: &toml::Table, hard: &[f64], soft: &[f64]) -> (f64, f64) {
+    let (hm, hsd, hr) = mean_spread(hard);
+    let (sm, ssd, sr) = mean_spread(soft);
+    let fmt = |v: &[f64]| v.iter().map(|e| format!("{e:.2}")).collect::<Vec<_>>().join(", ");
+    let ft = stage.get("finetune").map(|f| f.to_string().replace('\n', "; ")).unwrap_or_default();
+    let md = format!(
+        "{header}\n\n\
+         | training | mean test error | sd | range | per seed |\n|---|---|---|---|---|\n\
+         | hard labels (alpha 0) | {hm:.2} % | {hsd:.2} | {hr:.2} | {} |\n\
+         | distilled (alpha {}, T {}) | {sm:.2} % | {ssd:.2} | {sr:.2} | {} |\n\n\
+         Gain {:.2} pp against a seed spread (larger sd) of {:.2} pp: {}. Fine-tune: `{ft}`.\n",
+        fmt(hard),
+        stage.get("alpha").map(|v| v.to_string()).unwrap_or_default(),
+        stage.get("temperature").map(|v| v.to_string()).unwrap_or_default(),
+        fmt(soft),
+        hm - sm,
+        hsd.max(ssd),
+        if hm - sm > hsd.max(ssd) {
+            "distillation wins beyond the spread"
+        } else if hm - sm > 0.0 {
+            "a gain within the spread, not significant"
+        } else {
+            "no gain"
+        },
+    );
+    eprintln!("{md}");
+    if let Some(dir) = std::env::var_os("SHRINK_BENCH_OUT") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{name}.md")), &md).unwrap();
+    }
+    (hm - sm, hsd.max(ssd))
+}
+
 /// The benchmark of `pipelines/distill-fashion.toml`: its student trained on
 /// hard labels (alpha 0) and distilled (the pipeline's alpha and T), the same
 /// epochs and seeds (same initialisation, shuffles and validation split), 3
@@ -158,23 +230,7 @@ fn fashion_benchmark() {
     let doc: toml::Table = text.parse().unwrap();
     let model_path = doc["pipeline"]["model"].as_str().unwrap();
     let builtin = doc["data"]["train"]["builtin"].as_str().unwrap().to_string();
-    let mut stage = doc["stage"].as_array().unwrap()[0].as_table().unwrap().clone();
-    if let Some(a) = env_f64("SHRINK_DISTILL_ALPHA") {
-        stage.insert("alpha".into(), toml::Value::Float(a));
-    }
-    if let Some(t) = env_f64("SHRINK_DISTILL_T") {
-        stage.insert("temperature".into(), toml::Value::Float(t));
-    }
-    for (var, key) in [("SHRINK_DISTILL_EPOCHS", "epochs"), ("SHRINK_DISTILL_VALIDATION", "validation")] {
-        if let Some(v) = env_f64(var) {
-            let ft = stage.get_mut("finetune").and_then(|v| v.as_table_mut()).unwrap();
-            ft.insert(key.into(), toml::Value::Integer(v as i64));
-        }
-    }
-    if let Some(lr) = env_f64("SHRINK_DISTILL_LR") {
-        let ft = stage.get_mut("finetune").and_then(|v| v.as_table_mut()).unwrap();
-        ft.insert("lr".into(), toml::Value::Float(lr));
-    }
+    let stage = stage_with_overrides(doc["stage"].as_array().unwrap()[0].as_table().unwrap().clone());
     let seeds = env_f64("SHRINK_DISTILL_SEEDS").map_or(3, |s| s as u64);
     let teacher = Model::load(root().join(model_path)).unwrap();
     let judge = Judge::new("teacher", &teacher, &InputSpec::default()).unwrap();
@@ -185,39 +241,104 @@ fn fashion_benchmark() {
     }
     let test = shrink_data::load_builtin(&builtin, Split::Test, &pre).unwrap();
     let (t_acc, t_correct) = tract_accuracy(&teacher, &test);
-    let mut hard_table = stage.clone();
-    hard_table.insert("alpha".into(), toml::Value::Float(0.0));
-    let (mut hard, mut soft) = (Vec::new(), Vec::new());
-    let mut ratio = 0.0;
-    for seed in 1..=seeds {
-        for (table, errs) in [(&hard_table, &mut hard), (&stage, &mut soft)] {
-            let t0 = Instant::now();
-            let mut model = teacher.clone();
-            let rep = run_stage(table, &mut model, &teacher, &train, seed);
-            let (acc, correct) = tract_accuracy(&model, &test);
-            ratio = rep.figures["param_ratio"];
-            eprintln!(
-                "seed {seed} alpha {}: test error {:.2} % ({correct}/{}) in tract ({:.0} s)",
-                rep.figures["alpha"],
-                (1.0 - acc) * 100.0,
-                test.len(),
-                t0.elapsed().as_secs_f64()
-            );
-            errs.push((1.0 - acc) * 100.0);
-        }
-    }
-    let (hm, hsd, hr) = mean_spread(&hard);
-    let (sm, ssd, sr) = mean_spread(&soft);
-    eprintln!(
-        "{pipeline}: teacher {} test error {:.2} % ({t_correct}/{}); student {ratio:.1}× fewer parameters",
-        model_path,
+    let (hard, soft, rep) = hard_vs_distilled(&stage, &teacher, &teacher, &train, &test, seeds);
+    let ratio = rep.figures["param_ratio"];
+    let header = format!(
+        "`SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- distill::fashion_benchmark --nocapture` ({pipeline}, \
+         {} training images of which {} held out for validation, {seeds} seeds, tract-measured on the {} test images). \
+         Teacher `{model_path}`: {:.2} % test error ({t_correct}/{}); student {ratio:.1}× fewer parameters.",
+        train.len(),
+        stage.get("finetune").and_then(|f| f.get("validation")).map(|v| v.to_string()).unwrap_or("0".into()),
+        test.len(),
         (1.0 - t_acc) * 100.0,
         test.len()
     );
-    eprintln!("stage: {stage:?}");
-    eprintln!("hard labels: {hm:.2} % ± {hsd:.2} (sd), range {hr:.2}, per seed {hard:.2?}");
-    eprintln!("distilled:   {sm:.2} % ± {ssd:.2} (sd), range {sr:.2}, per seed {soft:.2?}");
-    eprintln!("gain {:.2} pp; spread max(sd) {:.2}", hm - sm, hsd.max(ssd));
+    let name = Path::new(&pipeline).file_stem().unwrap().to_string_lossy().into_owned();
+    let (gain, spread) = report_hard_vs_distilled(&name, &header, &stage, &hard, &soft);
     assert!(ratio >= 10.0, "the student is only {ratio:.1}× smaller");
-    assert!(sm < hm + hsd.max(ssd), "distilled {sm:.2} % is worse than hard labels {hm:.2} % beyond the spread");
+    assert!(gain > -spread, "distillation loses {:.2} pp to hard labels, beyond the spread {spread:.2}", -gain);
+}
+
+/// The `SHRINK_DISTILL_*` overrides of a distill stage table.
+fn stage_with_overrides(mut stage: toml::Table) -> toml::Table {
+    if let Some(a) = env_f64("SHRINK_DISTILL_ALPHA") {
+        stage.insert("alpha".into(), toml::Value::Float(a));
+    }
+    if let Some(t) = env_f64("SHRINK_DISTILL_T") {
+        stage.insert("temperature".into(), toml::Value::Float(t));
+    }
+    let ft = stage.entry("finetune").or_insert_with(|| toml::Value::Table(Default::default()));
+    let ft = ft.as_table_mut().expect("finetune is a table");
+    for (var, key) in [("SHRINK_DISTILL_EPOCHS", "epochs"), ("SHRINK_DISTILL_VALIDATION", "validation")] {
+        if let Some(v) = env_f64(var) {
+            ft.insert(key.into(), toml::Value::Integer(v as i64));
+        }
+    }
+    if let Some(lr) = env_f64("SHRINK_DISTILL_LR") {
+        ft.insert("lr".into(), toml::Value::Float(lr));
+    }
+    stage
+}
+
+/// prune → distill: `pipelines/prune-distill-convnet-mix.toml` prunes
+/// convnet-mix's channels (its stage 0, no fine-tune), then fine-tunes the
+/// pruned model with its stage 1 (`distill`, student "current", the unpruned
+/// original as teacher) — against the same fine-tune on hard labels only
+/// (alpha 0), same epochs and seeds, 3 seeds, tract-measured on the MNIST test
+/// set. The same `SHRINK_DISTILL_*` overrides as the Fashion benchmark.
+/// Asserts only that both fine-tunes recover accuracy lost to pruning; which of
+/// the two recovers more is what it reports.
+#[test]
+fn prune_then_distill_benchmark() {
+    if !slow() {
+        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+        return;
+    }
+    let pipeline = "pipelines/prune-distill-convnet-mix.toml";
+    let doc: toml::Table = std::fs::read_to_string(root().join(pipeline)).unwrap().parse().unwrap();
+    let stages = doc["stage"].as_array().unwrap();
+    let prune = stages[0].as_table().unwrap();
+    let stage = stage_with_overrides(stages[1].as_table().unwrap().clone());
+    let teacher = Model::load(root().join(doc["pipeline"]["model"].as_str().unwrap())).unwrap();
+    let seeds = env_f64("SHRINK_DISTILL_SEEDS").map_or(3, |s| s as u64);
+    let limit = env_f64("SHRINK_DISTILL_LIMIT").map_or(60_000, |n| n as usize);
+    let train = mnist(Split::Train, Layout::Nchw, limit);
+    let test = mnist(Split::Test, Layout::Nchw, 10_000);
+    let mut pruned = teacher.clone();
+    {
+        let stage = shrink_pipeline::builtin().build("prune", prune).unwrap();
+        let mut progress = NoProgress;
+        let mut cx = StageCx {
+            pipeline: "test".into(),
+            index: 0,
+            train: Some(&train),
+            test: None,
+            original: &teacher,
+            seed: 7,
+            progress: &mut progress,
+            scratch: std::env::temp_dir(),
+            output_dir: std::env::temp_dir(),
+        };
+        stage.run(&mut pruned, &mut cx).unwrap();
+    }
+    let (t_acc, _) = tract_accuracy(&teacher, &test);
+    let (p_acc, _) = tract_accuracy(&pruned, &test);
+    let (hard, soft, rep) = hard_vs_distilled(&stage, &pruned, &teacher, &train, &test, seeds);
+    let header = format!(
+        "`SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- distill::prune_then_distill_benchmark --nocapture` \
+         ({pipeline}: its prune stage once, then its distill stage from the pruned model on {} MNIST training \
+         images, {seeds} seeds, tract-measured on the {} test images). Original convnet-mix: {:.2} % test error; \
+         pruned, before any fine-tune: {:.2} % ({:.2}× the parameters).",
+        train.len(),
+        test.len(),
+        (1.0 - t_acc) * 100.0,
+        (1.0 - p_acc) * 100.0,
+        1.0 / rep.figures["param_ratio"].max(f64::MIN_POSITIVE),
+    );
+    report_hard_vs_distilled("prune-distill-convnet-mix", &header, &stage, &hard, &soft);
+    let pruned_err = (1.0 - p_acc) * 100.0;
+    for (what, errs) in [("hard labels", &hard), ("distilled", &soft)] {
+        let (m, _, _) = mean_spread(errs);
+        assert!(m < pruned_err, "{what}: fine-tuning left {m:.2} % test error, the pruned model had {pruned_err:.2} %");
+    }
 }

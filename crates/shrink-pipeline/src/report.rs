@@ -39,6 +39,21 @@ pub struct Row {
     pub hash: String,
 }
 
+impl Row {
+    /// The size of the file a stage stored the model in, when it stored it in
+    /// its own container (the huffman stage's `.shrink` reports
+    /// `stored_bytes`): that file is what a user ships.
+    pub fn stored_bytes(&self) -> Option<u64> {
+        self.stage.as_ref().and_then(|s| s.figures.get(STORED_BYTES)).map(|&b| b as u64)
+    }
+
+    /// The size this state is reported at, in the table (marked † when
+    /// stored) and on the plot: the stored file's, else the ONNX file's.
+    pub fn shown_bytes(&self) -> u64 {
+        self.stored_bytes().unwrap_or(self.size.onnx_bytes)
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -88,11 +103,8 @@ impl Report {
                 (Some(a), Some(b)) => format!("{:+.2}", (a - b) * 100.0),
                 _ => "-".into(),
             };
-            // A stage that stores the model in its own container (the huffman
-            // stage's .shrink) reports `stored_bytes`: that file is what a user
-            // ships, so it is the size this row shows (marked †).
-            let stored = r.stage.as_ref().and_then(|s| s.figures.get(STORED_BYTES)).map(|&b| b as u64);
-            let bytes = stored.unwrap_or(r.size.onnx_bytes);
+            let stored = r.stored_bytes();
+            let bytes = r.shown_bytes();
             let ratio = base.map(|b| bytes as f64 / b.size.onnx_bytes.max(1) as f64).unwrap_or(1.0);
             let (agree, diff) = match &r.agreement {
                 Some(a) => (format!("{:.2} %", a.top1_agreement * 100.0), format!("{:.2e}", a.max_abs_diff)),
@@ -143,15 +155,19 @@ impl Report {
     }
 
     /// The SVG plot: accuracy (or agreement) against size ratio, one point per
-    /// step, and batch-1 latency ratio against size ratio beside it.
+    /// step, and batch-1 latency ratio against size ratio beside it. A step's
+    /// size is the one its table row shows (the stored file's, where the stage
+    /// stored the model in one, e.g. `.shrink`); the size axis is logarithmic,
+    /// so a 40× smaller file and an unchanged one both stay readable.
     pub fn svg(&self) -> Result<String, String> {
         use plotters::prelude::*;
         let base = self.rows.first().ok_or("no rows")?;
+        let base_bytes = base.shown_bytes().max(1) as f64;
         let points: Vec<(f64, f64, f64, String)> = self
             .rows
             .iter()
             .map(|r| {
-                let size = r.size.onnx_bytes as f64 / base.size.onnx_bytes.max(1) as f64;
+                let size = (r.shown_bytes() as f64 / base_bytes).max(1e-6);
                 let quality = r.accuracy.or(r.agreement.as_ref().map(|a| a.top1_agreement)).unwrap_or(1.0);
                 let lat = r.latency_ratio.first().map(|(_, q)| *q).unwrap_or(1.0);
                 (size, quality, lat, format!("{} {}", r.step, r.kind))
@@ -166,7 +182,13 @@ impl Report {
             let root = SVGBackend::with_string(&mut svg, (960, 420)).into_drawing_area();
             root.fill(&WHITE).map_err(e)?;
             let (left, right) = root.split_horizontally(480);
-            let xmax = points.iter().map(|p| p.0).fold(1.0f64, f64::max) * 1.1;
+            let xmax = points.iter().map(|p| p.0).fold(1.0f64, f64::max) * 1.5;
+            // down to the decade below the smallest size, so that it has a tick under it
+            let xmin = 10f64.powf(points.iter().map(|p| p.0).fold(1.0f64, f64::min).log10().floor() - 1e-9);
+            let tick = |x: &f64| {
+                let s = format!("{x:.4}");
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            };
             let (qmin, qmax) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
             let pad = ((qmax - qmin) * 0.2).max(0.002);
             let mut chart = ChartBuilder::on(&left)
@@ -174,9 +196,15 @@ impl Report {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
-                .build_cartesian_2d(0f64..xmax, (qmin - pad)..(qmax + pad).min(1.0 + pad))
+                .build_cartesian_2d((xmin..xmax).log_scale(), (qmin - pad)..(qmax + pad).min(1.0 + pad))
                 .map_err(e)?;
-            chart.configure_mesh().x_desc("size / original").y_desc(metric).draw().map_err(e)?;
+            chart
+                .configure_mesh()
+                .x_label_formatter(&tick)
+                .x_desc("size / original (log)")
+                .y_desc(metric)
+                .draw()
+                .map_err(e)?;
             chart.draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), &BLUE)).map_err(e)?;
             chart
                 .draw_series(points.iter().map(|p| {
@@ -191,9 +219,15 @@ impl Report {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
-                .build_cartesian_2d(0f64..xmax, 0f64..lmax)
+                .build_cartesian_2d((xmin..xmax).log_scale(), 0f64..lmax)
                 .map_err(e)?;
-            chart.configure_mesh().x_desc("size / original").y_desc("latency / original").draw().map_err(e)?;
+            chart
+                .configure_mesh()
+                .x_label_formatter(&tick)
+                .x_desc("size / original (log)")
+                .y_desc("latency / original")
+                .draw()
+                .map_err(e)?;
             chart.draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.2)), &RED)).map_err(e)?;
             chart
                 .draw_series(points.iter().map(|p| {

@@ -244,4 +244,11 @@ fn a_stored_container_is_the_size_its_row_shows() {
     assert!(md.contains("| 40 † | 0.040x |"), "{md}");
     assert!(md.contains("| 1000 | 1.000x |"), "{md}");
     assert!(md.contains("† the size of the file the stage stored the model in"), "{md}");
+    // The plot puts the step at the same size: 0.04 on a log axis that reaches below it.
+    assert_eq!(report.rows[1].shown_bytes(), 40);
+    let svg = report.svg().unwrap();
+    assert!(svg.contains("size / original (log)"), "{svg}");
+    let ticks: Vec<f64> =
+        svg.split("<text").filter_map(|t| t.split('>').nth(1)?.split('<').next()?.trim().parse::<f64>().ok()).collect();
+    assert!(ticks.iter().any(|&t| t > 0.0 && t <= 0.04), "no size tick at or below 0.04: {ticks:?}");
 }
