@@ -633,4 +633,10 @@ impl Executor {
     pub(crate) fn device(&self) -> &Device {
         &self.device
     }
+
+    /// Whether a training step may run its batch as two halves in parallel (see
+    /// [`Executor::train_step`]): when the graph has a Conv.
+    pub(crate) fn split_batches(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s.kind, Kind::Conv { .. }))
+    }
 }

@@ -34,6 +34,10 @@
 //!   MaxPool (floor mode) is a host argmax and a `select` (burn's values and
 //!   gradient routing); SGD updates every parameter in one host pass
 //!   (bit-identical to burn's `Sgd`); other optimizers get row-major gradients.
+//!   With several rayon threads a step runs on a pool thread, and a graph
+//!   with a Conv trains an even batch of 32 or more as two halves in parallel
+//!   (gradients averaged: equal to the whole batch's up to float summation
+//!   order, so results differ between one thread and several by rounding).
 //!
 //! **Invariant:** bad graphs, shapes and parameters are a [`TrainError`];
 //! burn panics that slip past the checks are caught and returned as

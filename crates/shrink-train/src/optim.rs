@@ -122,33 +122,60 @@ impl Optimizer {
         let (m, keep) = (momentum as f32, (1.0 - dampening) as f32);
         let decay = weight_decay != 0.0;
         if momentum <= 0.0 {
-            for (w, &g) in w.iter_mut().zip(g) {
-                let g = if decay { *w * wd + g } else { g };
-                *w -= g * lr;
-            }
+            chunked(w, g, None, |w, g, _| {
+                for (w, &g) in w.iter_mut().zip(g) {
+                    let g = if decay { *w * wd + g } else { g };
+                    *w -= g * lr;
+                }
+            });
             return Some(());
         }
         match self.velocity.get_mut(&i).filter(|v| v.len() == w.len()) {
-            Some(v) => {
+            Some(v) => chunked(w, g, Some(v), |w, g, v| {
+                let Some(v) = v else { return };
                 for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
                     let g = if decay { *w * wd + g } else { g };
                     *v = g * keep + *v * m;
                     let step = if nesterov { *v * m + g } else { *v };
                     *w -= step * lr;
                 }
-            }
+            }),
             None => {
-                let mut v = Vec::with_capacity(w.len());
-                for (w, &g) in w.iter_mut().zip(g) {
-                    let g = if decay { *w * wd + g } else { g };
-                    v.push(g);
-                    let step = if nesterov { g * m + g } else { g };
-                    *w -= step * lr;
-                }
+                // The first step's velocity is the gradient (with decay) itself.
+                let mut v = vec![0f32; w.len()];
+                chunked(w, g, Some(&mut v), |w, g, v| {
+                    let Some(v) = v else { return };
+                    for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                        let g = if decay { *w * wd + g } else { g };
+                        *v = g;
+                        let step = if nesterov { g * m + g } else { g };
+                        *w -= step * lr;
+                    }
+                });
                 self.velocity.insert(i, v);
             }
         }
         Some(())
+    }
+}
+
+/// Parameters at least this long are updated in [`SGD_CHUNK`]-sized pieces on rayon's pool.
+pub(crate) const SGD_PARALLEL_MIN: usize = 1 << 20;
+const SGD_CHUNK: usize = 1 << 14;
+
+/// Runs `f` over matching pieces of the weights, gradient and velocity: in
+/// parallel pieces for a long parameter with several threads, else whole.
+/// Every element's update reads only its own entries, so the result does not
+/// depend on the split.
+fn chunked(w: &mut [f32], g: &[f32], v: Option<&mut [f32]>, f: impl Fn(&mut [f32], &[f32], Option<&mut [f32]>) + Sync) {
+    if w.len() < SGD_PARALLEL_MIN || rayon::current_num_threads() < 2 {
+        return f(w, g, v);
+    }
+    use rayon::prelude::*;
+    let pieces = w.par_chunks_mut(SGD_CHUNK).zip(g.par_chunks(SGD_CHUNK));
+    match v {
+        Some(v) => pieces.zip(v.par_chunks_mut(SGD_CHUNK)).for_each(|((w, g), v)| f(w, g, Some(v))),
+        None => pieces.for_each(|(w, g)| f(w, g, None)),
     }
 }
 

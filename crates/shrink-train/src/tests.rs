@@ -731,3 +731,121 @@ fn cached_teacher_logits_train_exactly_like_a_teacher_run_per_batch() {
     assert_eq!(cached.len(), 14);
     assert_eq!(cached, per_batch);
 }
+
+/// A small conv net (Conv on the input, Relu, MaxPool, Conv on an activation,
+/// Flatten, Gemm) for `n` images of 2x8x8, and `n` inputs and labels.
+fn conv_net(seed: u64, n: usize) -> (Model, HostTensor, Vec<u32>) {
+    let mut g = G::new(seed);
+    let x = g.g.add_input(tensor_info(
+        "x",
+        DataType::Float,
+        &[Dim::Sym("n".into()), Dim::Known(2), Dim::Known(8), Dim::Known(8)],
+    ));
+    let (w1, b1, w2, b2) = (g.w(&[4, 2, 3, 3]), g.w(&[4]), g.w(&[5, 4, 2, 2]), g.w(&[5]));
+    let (w3, b3) = (g.w(&[3, 5 * 2 * 2]), g.w(&[3]));
+    let y = g.op("Conv", &[Some(ValueRef(x, 0)), Some(w1), Some(b1)], vec![]);
+    let y = g.op("Relu", &[Some(y)], vec![]);
+    let y = g.op("MaxPool", &[Some(y)], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]);
+    let y = g.op("Conv", &[Some(y), Some(w2), Some(b2)], vec![attr_ints("strides", &[1, 1])]);
+    let y = g.op("Flatten", &[Some(y)], vec![]);
+    let y = g.op("Gemm", &[Some(y), Some(w3), Some(b3)], vec![attr_int("transB", 1)]);
+    let mut r = SplitMix64::new(seed + 1);
+    let data = (0..n * 2 * 8 * 8).map(|_| (r.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+    let labels = (0..n).map(|_| r.below(3) as u32).collect();
+    (g.finish(y), HostTensor::new(data, vec![n, 2, 8, 8]), labels)
+}
+
+#[test]
+fn half_batches_in_parallel_give_the_whole_batch_gradient() {
+    let n = crate::train::SPLIT_MIN_BATCH;
+    let (model, x, y) = conv_net(31, n);
+    let ex = Executor::new(&model).unwrap();
+    assert!(ex.split_batches());
+    assert!(!Executor::new(&mlp(1).0).unwrap().split_batches(), "an MLP keeps whole batches");
+    let mut r = SplitMix64::new(9);
+    let teacher =
+        HostTensor::new((0..n * 3).map(|_| (r.next_u64() >> 40) as f32 / (1u64 << 21) as f32).collect(), vec![n, 3]);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for (loss, t) in [(Loss::CrossEntropy, None), (Loss::Distill { alpha: 0.7, temperature: 3.0 }, Some(&teacher))] {
+        let (l1, g1) = ex.step_gradients(&x, &y, &loss, t, false).unwrap();
+        let (l2, g2) = pool.install(|| ex.step_gradients(&x, &y, &loss, t, true)).unwrap();
+        assert!((l1 - l2).abs() <= 1e-5 * l1.abs(), "{loss:?}: loss {l1} vs {l2}");
+        assert_eq!(g1.len(), g2.len());
+        let mut differ = 0;
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            let (a, b) = (a.as_ref().unwrap().to_host(), b.as_ref().unwrap().to_host());
+            assert_eq!(a.dims, b.dims);
+            let scale = a.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (u, v) in a.data.iter().zip(&b.data) {
+                assert!((u - v).abs() <= 1e-5 * scale, "{loss:?}: parameter {i}: {u} vs {v}");
+                differ += usize::from(u != v);
+            }
+        }
+        // The halves ran: some sums were added in another order.
+        assert!(differ > 0, "{loss:?}: bit-identical to one pass");
+    }
+    // An odd batch, or one the gradient split cannot halve, runs whole.
+    let (l_odd, _) = ex
+        .step_gradients(
+            &HostTensor::new(x.data[..128].to_vec(), vec![1, 2, 8, 8]),
+            &y[..1],
+            &Loss::CrossEntropy,
+            None,
+            true,
+        )
+        .unwrap();
+    assert!(l_odd.is_finite());
+}
+
+#[test]
+fn training_with_half_batches_tracks_whole_batches() {
+    let n = crate::train::SPLIT_MIN_BATCH;
+    let (model, x, y) = conv_net(32, n);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let mut runs = Vec::new();
+    for threads in [1, 2] {
+        let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let p = if threads == 1 { &pool1 } else { &pool };
+        let mut ex = Executor::new(&model).unwrap();
+        let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, 1e-3)).unwrap();
+        let losses: Vec<f32> = (0..5)
+            .map(|_| p.install(|| ex.train_step(&mut opt, 0.05, &x, &y, &Loss::CrossEntropy, None)).unwrap())
+            .collect();
+        runs.push((losses, ex.param("w1").unwrap().data));
+    }
+    let ((l1, w1), (l2, w2)) = (&runs[0], &runs[1]);
+    assert!(l1[4] < l1[0], "the loss falls: {l1:?}");
+    for (a, b) in l1.iter().zip(l2) {
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "losses {l1:?} vs {l2:?}");
+    }
+    for (a, b) in w1.iter().zip(w2) {
+        assert!((a - b).abs() <= 1e-4, "weights {a} vs {b}");
+    }
+}
+
+#[test]
+fn parallel_sgd_pieces_are_bit_identical_to_one_pass() {
+    let n = crate::optim::SGD_PARALLEL_MIN + 12_345;
+    let mut rng = SplitMix64::new(4);
+    let mut draw =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect() };
+    let (w0, gs) = (draw(n), [draw(n), draw(n), draw(n)]);
+    for kind in [
+        OptimizerKind::sgd(0.9, 0.01),
+        OptimizerKind::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 1e-3 },
+        OptimizerKind::sgd(0.0, 0.01),
+    ] {
+        let mut out = Vec::new();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut opt = Optimizer::new(kind).unwrap();
+            let mut w = w0.clone();
+            for g in &gs {
+                pool.install(|| opt.sgd_step(0, 0.05, &mut w, g)).unwrap();
+            }
+            out.push(w);
+        }
+        assert_ne!(out[0], w0, "{kind:?}: the weights move");
+        assert!(out[0].iter().zip(&out[1]).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?}");
+    }
+}

@@ -1,7 +1,7 @@
 //! One training step: forward on the autodiff device, loss, backward, and an
 //! optimizer update of every trainable parameter (masks re-applied after).
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::TrainError;
 use crate::exec::{Executor, guard};
@@ -87,6 +87,16 @@ impl Executor {
 
     /// One step on a batch: `input` is the (single) graph input, `labels` one class
     /// per sample, `teacher` the teacher's logits for [`Loss::Distill`]. Returns the loss.
+    ///
+    /// With several rayon threads, a graph with a Conv and an even batch of at
+    /// least [`SPLIT_MIN_BATCH`] samples, the two half-batches run forward and
+    /// backward in parallel (one autodiff graph each) and their gradients are
+    /// averaged: the losses are batch means, so this is the whole batch's
+    /// gradient up to the order of float summation. burn runs a Conv's input
+    /// gradient serially at these sizes, so halves use both threads where
+    /// burn's own ops would not. Graphs without a Conv (MLPs), one thread or a
+    /// small batch keep one pass over the whole batch (per-step costs that do
+    /// not shrink with the batch, such as the weight gradients, would double).
     pub fn train_step(
         &mut self,
         opt: &mut Optimizer,
@@ -103,6 +113,80 @@ impl Executor {
                 reason: format!("batch of {n} samples with {} labels", labels.len()),
             });
         }
+        let halves =
+            self.split_batches() && rayon::current_num_threads() > 1 && n >= SPLIT_MIN_BATCH && n.is_multiple_of(2);
+        // Run the step on a pool thread: the parallel parts inside then fork from
+        // a worker (which takes its share and runs unstolen work itself) instead
+        // of waking the pool and sleeping for every parallel region.
+        let mut step = |ex: &mut Executor| -> Result<f32, TrainError> {
+            let (value, grads) = ex.step_gradients(input, labels, loss, teacher, halves)?;
+            if !value.is_finite() {
+                return Err(TrainError::Model(format!("loss is {value}")));
+            }
+            ex.apply(opt, lr, grads)?;
+            Ok(value)
+        };
+        if !halves && rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+            rayon::scope(|_| step(self))
+        } else {
+            step(self)
+        }
+    }
+
+    /// The loss and gradients of a batch, in one pass or (`halves`, even batch)
+    /// as the mean of its two halves' run in parallel.
+    pub(crate) fn step_gradients(
+        &self,
+        input: &HostTensor,
+        labels: &[u32],
+        loss: &Loss,
+        teacher: Option<&HostTensor>,
+        halves: bool,
+    ) -> Result<(f32, Vec<Option<F>>), TrainError> {
+        let n = labels.len();
+        if !halves || n < 2 || !n.is_multiple_of(2) {
+            return self.batch_gradients(input, labels, loss, teacher);
+        }
+        let h = n / 2;
+        let (xa, xb) = split_rows(input, h, "input")?;
+        let (ta, tb) = match teacher {
+            Some(t) => {
+                let (a, b) = split_rows(t, h, "teacher logits")?;
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let (a, b) = rayon::join(
+            || self.batch_gradients(&xa, &labels[..h], loss, ta.as_ref()),
+            || self.batch_gradients(&xb, &labels[h..], loss, tb.as_ref()),
+        );
+        let ((la, ga), (lb, gb)) = (a?, b?);
+        // Both halves are batch means over h samples: the batch's mean is their
+        // mean, and halving is exact in floating point.
+        let grads = ga
+            .into_iter()
+            .zip(gb)
+            .zip(&self.params)
+            .map(|((a, b), p)| match (a, b) {
+                (Some(a), Some(b)) => {
+                    mean_of_two(a, b, self.device()).map(Some).map_err(|r| TrainError::param(&p.name, r))
+                }
+                (None, None) => Ok(None),
+                _ => Err(TrainError::param(&p.name, "a gradient in one half-batch only")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(((la + lb) * 0.5, grads))
+    }
+
+    /// The loss and gradients of one batch, in one forward and backward pass.
+    fn batch_gradients(
+        &self,
+        input: &HostTensor,
+        labels: &[u32],
+        loss: &Loss,
+        teacher: Option<&HostTensor>,
+    ) -> Result<(f32, Vec<Option<F>>), TrainError> {
+        let n = labels.len();
         let dev = self.device().clone().autodiff();
         let lab: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
         let lab = Tensor::<1, Int>::from_data(TensorData::new(lab, [n]), &dev);
@@ -113,18 +197,45 @@ impl Executor {
             ),
             None => None,
         };
-        let (value, grads) = self.gradients(std::slice::from_ref(input), |outs| {
+        self.gradients(std::slice::from_ref(input), |outs| {
             let logits = as_matrix(outs.into_iter().next().ok_or("the graph has no output")?)?;
             let classes = logits.dims()[1];
             if labels.iter().any(|&l| l as usize >= classes) {
                 return Err(format!("a label is >= the {classes} logits"));
             }
             loss.compute(logits, lab, teacher)
-        })?;
-        if !value.is_finite() {
-            return Err(TrainError::Model(format!("loss is {value}")));
-        }
-        self.apply(opt, lr, grads)?;
-        Ok(value)
+        })
     }
+}
+
+/// Batches below this size run in one pass even with several threads: halves
+/// of a small batch do too little work to pay for the second thread.
+pub(crate) const SPLIT_MIN_BATCH: usize = 32;
+
+/// The first `h` rows (samples) of `t` and the rest.
+fn split_rows(t: &HostTensor, h: usize, what: &str) -> Result<(HostTensor, HostTensor), TrainError> {
+    let n = t.dims.first().copied().unwrap_or(0);
+    let bad = || TrainError::Model(format!("{what}: dims {:?} do not hold {} samples", t.dims, 2 * h));
+    if n != 2 * h || !t.data.len().is_multiple_of(n) {
+        return Err(bad());
+    }
+    let at = t.data.len() / n * h;
+    let dims = |rows: usize| std::iter::once(rows).chain(t.dims[1..].iter().copied()).collect();
+    Ok((HostTensor::new(t.data[..at].to_vec(), dims(h)), HostTensor::new(t.data[at..].to_vec(), dims(n - h))))
+}
+
+/// `(a + b) * 0.5`, elementwise, on the host.
+fn mean_of_two(a: F, b: F, dev: &Device) -> Result<F, String> {
+    let rank = a.rank();
+    if a.dims() != b.dims() {
+        return Err(format!("half-batch gradients of dims {:?} and {:?}", a.dims(), b.dims()));
+    }
+    let (mut ad, bd) = (a.into_data(), b.into_data());
+    let (Ok(x), Ok(y)) = (ad.as_mut_slice::<f32>(), bd.as_slice::<f32>()) else {
+        return Err("gradient is not f32".into());
+    };
+    for (x, &y) in x.iter_mut().zip(y) {
+        *x = (*x + y) * 0.5;
+    }
+    F::from_data(rank, ad, dev).ok_or_else(|| "rank".to_string())
 }
