@@ -96,6 +96,21 @@ fn golden_cases_name_pipelines_whose_quick_overrides_apply() {
     }
 }
 
+/// `cargo xtask bench --quick` runs every pipeline bench with its case's quick
+/// overrides; one without a case would run its full settings and break the
+/// quick mode's time budget.
+#[test]
+fn every_bench_pipeline_has_a_golden_case() {
+    let bench = root().join("xtask/src/bench.rs");
+    let text = std::fs::read_to_string(&bench).unwrap();
+    let benched: Vec<&str> =
+        text.lines().filter_map(|l| l.trim().strip_prefix("pipeline: \"")?.strip_suffix("\",")).collect();
+    assert!(!benched.is_empty(), "{}: no `pipeline: \"...\"` lines found", bench.display());
+    let cases = cases();
+    let missing: Vec<&str> = benched.into_iter().filter(|p| !cases.iter().any(|c| c.pipeline == *p)).collect();
+    assert!(missing.is_empty(), "bench pipelines without a case in tests/golden.toml: {missing:?}");
+}
+
 #[test]
 fn golden_figures_hold_in_quick_mode() {
     if std::env::var_os("SHRINK_GOLDEN").is_none() {
