@@ -163,22 +163,59 @@ const PIPELINES: &[PipelineBench] = &[
 struct TestBench {
     name: &'static str,
     test: &'static str,
+    /// More environment for the test run (beside SHRINK_SLOW_TESTS and SHRINK_BENCH_OUT).
+    env: &'static [(&'static str, &'static str)],
     title: &'static str,
     anchor: &'static str,
 }
 
-const TESTS: &[TestBench] = &[TestBench {
-    name: "int8-forms",
-    test: "int8::forms_side_by_side",
-    title: "int8 export forms side by side (tract latency, one run)",
-    anchor: "Every form of the int8 stage (and ORT-style dynamic quantisation for comparison) on LeNet-5 and \
-             convnet-mix, measured interleaved with f32 in one run. Earlier measurement on this machine class: \
-             tract 0.23 ran int8 slower than f32 (QDQ 0.55×–0.83×, QLinearMatMul 0.76×–0.81×); weight-only \
-             DequantizeLinear is folded into f32 constants at load.",
-}];
+const TESTS: &[TestBench] = &[
+    TestBench {
+        name: "int8-forms",
+        test: "int8::forms_side_by_side",
+        env: &[],
+        title: "int8 export forms side by side (tract latency, one run)",
+        anchor: "Every form of the int8 stage (and ORT-style dynamic quantisation for comparison) on LeNet-5 and \
+                 convnet-mix, measured interleaved with f32 in one run. Earlier measurement on this machine class: \
+                 tract 0.23 ran int8 slower than f32 (QDQ 0.55×–0.83×, QLinearMatMul 0.76×–0.81×); weight-only \
+                 DequantizeLinear is folded into f32 constants at load.",
+    },
+    TestBench {
+        name: "distill-fashion",
+        test: "distill::fashion_benchmark",
+        env: &[],
+        title: "Distillation on Fashion-MNIST: hard labels vs distilled, 3 seeds",
+        anchor: "Target: the distilled mean test error is lower than the hard-label mean by more than the seed \
+                 spread (the larger of the two standard deviations).",
+    },
+    TestBench {
+        name: "distill-mnist-mlp",
+        test: "distill::fashion_benchmark",
+        env: &[("SHRINK_DISTILL_PIPELINE", "pipelines/distill-mnist-mlp.toml")],
+        title: "Distillation on MNIST into a 784-30-10 MLP: hard labels vs distilled, 3 seeds",
+        anchor: "A plain PyTorch distillation from LeNet-300-100 into this student, on this machine class: \
+                 2.77 % hard-label vs 2.75 % best distilled (T ≥ 10 hurt). No target: reported as measured.",
+    },
+    TestBench {
+        name: "prune-distill-convnet-mix",
+        test: "distill::prune_then_distill_benchmark",
+        env: &[],
+        title: "prune → distill: structured-pruned convnet-mix fine-tuned with the original as teacher, 3 seeds",
+        anchor: "Question: does the unpruned teacher recover more accuracy than plain fine-tuning for the same \
+                 epochs? Reported as measured.",
+    },
+];
 
-const USAGE: &str =
-    "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train, scale or a pipeline bench; none: all)";
+/// README's picture: the report plot of this bench's run, copied here.
+const PICTURE: (&str, &str) = ("deep-compression-lenet-300-100", "docs/deep-compression-lenet-300-100.svg");
+
+/// `K=V ` for each variable, as a shell command line would set them.
+fn env_prefix(env: &[(&str, &str)]) -> String {
+    env.iter().map(|(k, v)| format!("{k}={v} ")).collect()
+}
+
+const USAGE: &str = "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train, scale, svd or a pipeline \
+                     bench; none: all but svd, which runs for many minutes and only when named)";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -190,10 +227,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     for n in &names {
         anyhow::ensure!(
-            matches!(*n, "train" | "scale")
+            matches!(*n, "train" | "scale" | "svd")
                 || PIPELINES.iter().any(|p| p.name == *n)
                 || TESTS.iter().any(|t| t.name == *n),
-            "unknown bench `{n}`; known: train, scale, {}, {}\n{USAGE}",
+            "unknown bench `{n}`; known: train, scale, svd, {}, {}\n{USAGE}",
             PIPELINES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
             TESTS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
         );
@@ -204,6 +241,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if (all && !quick && !reuse) || names.contains(&"scale") {
         crate::bench_scale::scale()?;
+    }
+    if names.contains(&"svd") {
+        crate::bench_svd::svd()?;
     }
     let root = project_root();
     let golden = read_golden(&root)?;
@@ -268,6 +308,14 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 body.push_str(&infer_section(b, i));
             }
             write_section(&root.join("BENCHMARKS.md"), b.name, &body)?;
+            if b.name == PICTURE.0 {
+                let svg = root.join(&out).join("report.svg");
+                let dest = root.join(PICTURE.1);
+                let tmp = dest.with_extension("svg.tmp");
+                std::fs::copy(&svg, &tmp).with_context(|| format!("copying {}", svg.display()))?;
+                std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
+                println!("bench {}: wrote {}", b.name, PICTURE.1);
+            }
         }
     }
     if !quick {
@@ -281,7 +329,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 cmd.current_dir(&root)
                     .args(["test", "-p", "shrink-tests", "--", t.test, "--exact", "--nocapture"])
                     .env("SHRINK_SLOW_TESTS", "1")
-                    .env("SHRINK_BENCH_OUT", &out);
+                    .env("SHRINK_BENCH_OUT", &out)
+                    .envs(t.env.iter().copied());
                 println!("bench {}: {:?}", t.name, cmd);
                 if let Err(e) = crate::run_cmd(&mut cmd) {
                     println!("bench {} failed: {e:#}", t.name);
@@ -293,13 +342,17 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             let md = std::fs::read_to_string(&md_path).with_context(|| format!("reading {}", md_path.display()))?;
             let how = if reuse {
                 format!(
-                    "the output of `SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- {} --exact` (recorded by `cargo xtask bench {} --reuse`)",
-                    t.test, t.name
+                    "the output of `{}SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- {} --exact` (recorded by `cargo xtask bench {} --reuse`)",
+                    env_prefix(t.env),
+                    t.test,
+                    t.name
                 )
             } else {
                 format!(
-                    "`cargo xtask bench {}` (runs the test `{}` with SHRINK_SLOW_TESTS=1; {secs:.0} s here)",
-                    t.name, t.test
+                    "`cargo xtask bench {}` (runs the test `{}` with {}SHRINK_SLOW_TESTS=1; {secs:.0} s here)",
+                    t.name,
+                    t.test,
+                    env_prefix(t.env)
                 )
             };
             let body = format!("## {}\n\n{how}. {}\n\n{}\n{md}", t.title, t.anchor, machine_line());

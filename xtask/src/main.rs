@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_scale;
+mod bench_svd;
 mod bench_train;
 mod codegen;
 mod data;
@@ -23,9 +24,10 @@ TASKS:
     bench [NAME...] [--quick]
                          run the benchmark pipelines (release build), `train` (trainer speed vs
                          PyTorch) and `scale` (load/info/int8/save of ResNet-50); write their sections
-                         of BENCHMARKS.md and bench/results.json.
+                         of BENCHMARKS.md and bench/results.json. `svd` (nalgebra vs faer SVD speed, up
+                         to 4096², many minutes) runs only when named.
                          --quick: the golden cases' quick overrides (tests/golden.toml), dev build,
-                         results to bench/results-quick.json only. No NAME: every bench
+                         results to bench/results-quick.json only. No NAME: every bench but svd
     codegen              regenerate crates/shrink-graph/src/onnx/generated.rs from proto/onnx.proto
     onnx-suite [FILTER]  download the onnx==1.22.0 wheel from PyPI, unpack its backend test data into
                          a cache folder, round-trip every model through the IR and compare tract outputs;

@@ -28,6 +28,9 @@
 //! untouched; at full rank the factorised layer computes the original (up to
 //! float rounding: a property test runs both in tract); the SVD runs in f64.
 //!
+//! SVD speed, f64, one thread (`cargo xtask bench svd`, BENCHMARKS.md): nalgebra 0.34 vs faer 0.24
+//! take 6.0 vs 1.4 ms at 64×576, 145 vs 25 ms at 300×784, 7.2 vs 0.45 s at 1024², 1298 vs 72 s at 4096².
+//!
 //! Report: per layer, rank (and the full rank), params and MACs before and
 //! after, the reconstruction error ‖W − W_k‖/‖W‖ of the factorisation before
 //! fine-tuning; figures `params_before/after`, `macs_before/after`,
