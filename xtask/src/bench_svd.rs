@@ -1,9 +1,9 @@
 //! `cargo xtask bench svd`: the SVD speed of nalgebra (what stage `lowrank`
-//! calls) against faer, on seeded random matrices: the layer shapes our
+//! called before this measurement moved it to faer) against faer, on seeded random matrices: the layer shapes our
 //! models factorise (64×576, 300×784) and 512² to 4096², in f64 (the stage's
 //! precision) and f32. Builds and runs the release build of
 //! crates/stages/shrink-lowrank/svd-bench, a crate outside the workspace (so
-//! the workspace never compiles faer), and writes its section of
+//! the workspace never compiles nalgebra), and writes its section of
 //! BENCHMARKS.md. nalgebra at 4096² runs for minutes, so this bench runs only
 //! when named.
 
@@ -93,7 +93,7 @@ fn write_markdown(path: &Path, sets: &[(&str, Vec<String>)]) -> anyhow::Result<(
     let mut md = String::from("## SVD: nalgebra vs faer\n\n`cargo xtask bench svd`\n\n");
     md.push_str(&format!(
         "{}. A full thin SVD (U, Σ, Vᵀ: what stage `lowrank` needs) of a seeded uniform [-1, 1) matrix: \
-         nalgebra 0.34 (`try_svd(true, true, ε, 10_000)`, as the stage calls it; single-threaded) and faer 0.24 \
+         nalgebra 0.34 (`try_svd(true, true, ε, 10_000)`, as the stage called it before it moved to faer; single-threaded) and faer 0.24 \
          (`thin_svd`, sequential and on {threads} rayon threads), release build of \
          crates/stages/shrink-lowrank/svd-bench. Each time is the median of 3 runs (1 run at 4096²). A nalgebra \
          SVD that the previous shape extrapolates (by rows·cols·min) past {CAP_SECS} s is skipped. Agreement: \

@@ -11,7 +11,10 @@
 //! the depthwise conv runs on the host). `random`: uniform `D` (±√(3/(kh·kw)))
 //! and `P` (±√(3/C)), the original bias. Fine-tuning is expected afterwards.
 
-use nalgebra::DMatrix;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, Par};
 use shrink_data::Dataset;
 use shrink_graph::builder::attr_int;
 use shrink_graph::{Graph, Model, NodeId, ValueRef};
@@ -142,14 +145,14 @@ pub fn rel_error(c: &DwCandidate, d: &[f32], p: &[f32]) -> f64 {
 
 /// The host depthwise conv of `x` [B, C, H, W] with `d` [C, kh·kw], giving
 /// [B, C, oh, ow] laid out as rows (b, oy, ox) × columns c (plus a column of ones).
-fn depthwise_rows(c: &DwCandidate, x: &HostTensor, d: &[f32], oh: usize, ow: usize) -> DMatrix<f64> {
+fn depthwise_rows(c: &DwCandidate, x: &HostTensor, d: &[f32], oh: usize, ow: usize) -> Mat<f64> {
     let (b, h, w) = (x.dims[0], x.dims[2] as i64, x.dims[3] as i64);
     let [sh, sw] = c.geom.strides;
     let [dh, dw] = c.geom.dilations;
     let (pt, pl) = (c.geom.pads[0], c.geom.pads[1]);
     let t = c.kh * c.kw;
     let cols = c.c + 1;
-    let mut m = DMatrix::<f64>::zeros(b * oh * ow, cols);
+    let mut m = Mat::<f64>::zeros(b * oh * ow, cols);
     for bi in 0..b {
         for ci in 0..c.c {
             let plane = &x.data[(bi * c.c + ci) * (h * w) as usize..(bi * c.c + ci + 1) * (h * w) as usize];
@@ -200,8 +203,8 @@ pub fn fit_pointwise(
     let exec = Executor::new(model).map_err(|e| e.to_string())?;
     let n = samples.min(data.len());
     let cols = c.c + 1;
-    let mut gram = DMatrix::<f64>::zeros(cols, cols);
-    let mut rhs = DMatrix::<f64>::zeros(cols, c.n);
+    let mut gram = Mat::<f64>::zeros(cols, cols);
+    let mut rhs = Mat::<f64>::zeros(cols, c.n);
     for start in (0..n).step_by(64) {
         let idx: Vec<usize> = (start..(start + 64).min(n)).collect();
         let b = data.batch(&idx).map_err(|e| e.to_string())?;
@@ -214,7 +217,7 @@ pub fn fit_pointwise(
         }
         let (oh, ow) = (y.dims[2], y.dims[3]);
         let z = depthwise_rows(c, x, d, oh, ow);
-        let mut yt = DMatrix::<f64>::zeros(z.nrows(), c.n);
+        let mut yt = Mat::<f64>::zeros(z.nrows(), c.n);
         let plane = oh * ow;
         for bi in 0..y.dims[0] {
             for ni in 0..c.n {
@@ -223,14 +226,23 @@ pub fn fit_pointwise(
                 }
             }
         }
-        gram += z.transpose() * &z;
-        rhs += z.transpose() * yt;
+        matmul(gram.as_mut(), Accum::Add, z.transpose(), z.as_ref(), 1.0, Par::Seq);
+        matmul(rhs.as_mut(), Accum::Add, z.transpose(), yt.as_ref(), 1.0, Par::Seq);
     }
-    let ridge = 1e-6 * (gram.trace() / cols as f64).max(1e-12);
+    let trace: f64 = (0..cols).map(|i| gram[(i, i)]).sum();
+    let ridge = 1e-6 * (trace / cols as f64).max(1e-12);
     for i in 0..cols {
         gram[(i, i)] += ridge;
     }
-    let sol = gram.cholesky().ok_or("the normal equations are singular")?.solve(&rhs);
+    // gram = L·Lᵀ (Cholesky, lower triangle), then rhs ← gram⁻¹·rhs
+    let scratch = llt::factor::cholesky_in_place_scratch::<f64>(cols, Par::Seq, Default::default())
+        .or(llt::solve::solve_in_place_scratch::<f64>(cols, c.n, Par::Seq));
+    let mut mem = MemBuffer::try_new(scratch).map_err(|_| "no memory for the normal equations")?;
+    let stack = MemStack::new(&mut mem);
+    llt::factor::cholesky_in_place(gram.as_mut(), Default::default(), Par::Seq, stack, Default::default())
+        .map_err(|_| "the normal equations are singular")?;
+    llt::solve::solve_in_place(gram.as_ref(), rhs.as_mut(), Par::Seq, stack);
+    let sol = rhs;
     let mut p = vec![0.0f32; c.n * c.c];
     let mut bias = vec![0.0f32; c.n];
     for ni in 0..c.n {

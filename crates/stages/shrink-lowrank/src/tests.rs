@@ -142,6 +142,29 @@ proptest! {
             }
         }
     }
+
+    /// The sign of each singular pair is fixed (the largest-|.| entry of u_j
+    /// is positive), so negating the matrix negates Vᵀ and leaves U alone.
+    #[test]
+    fn singular_vector_signs_are_fixed(rows in 1usize..12, cols in 1usize..12, seed in 1u64..1000) {
+        let mut s = seed;
+        let m: Vec<f32> = (0..rows * cols).map(|_| rnd(&mut s)).collect();
+        let neg: Vec<f32> = m.iter().map(|v| -v).collect();
+        let (d, e) = (svd(rows, cols, &m).unwrap(), svd(rows, cols, &neg).unwrap());
+        let q = d.s.len();
+        // random values: distinct singular values, so each pair is unique up to sign
+        prop_assume!(d.s.windows(2).all(|w| w[0] - w[1] > 1e-6 * d.s[0]) && d.s[q - 1] > 1e-6 * d.s[0]);
+        for j in 0..q {
+            let big = (0..rows).map(|r| d.u[(r, j)]).fold(0.0f64, |a, x| if x.abs() > a.abs() { x } else { a });
+            prop_assert!(big > 0.0, "u_{j}'s largest entry {big}");
+            for r in 0..rows {
+                prop_assert!((d.u[(r, j)] - e.u[(r, j)]).abs() < 1e-9, "u[{r},{j}]");
+            }
+            for c in 0..cols {
+                prop_assert!((d.vt[(j, c)] + e.vt[(j, c)]).abs() < 1e-9, "vt[{j},{c}]");
+            }
+        }
+    }
 }
 
 #[test]

@@ -33,9 +33,9 @@ pub struct Tucker {
     /// Singular values of the output-channel unfolding (N × C·kh·kw), descending.
     pub s_out: Vec<f64>,
     /// C × q_in, column r the r-th input-side singular vector.
-    u_in: nalgebra::DMatrix<f64>,
+    u_in: faer::Mat<f64>,
     /// N × q_out.
-    u_out: nalgebra::DMatrix<f64>,
+    u_out: faer::Mat<f64>,
 }
 
 /// The three factors of a Tucker-2 split, row-major, f32.

@@ -1,5 +1,5 @@
-//! SVD speed: nalgebra (what stage `lowrank` calls, `try_svd(true, true, ε, 10_000)`)
-//! against faer (`thin_svd`, sequential and on the rayon pool), on seeded random
+//! SVD speed: nalgebra (what stage `lowrank` called before it moved to faer, `try_svd(true, true, ε, 10_000)`)
+//! against faer (`thin_svd`, sequential and on the rayon pool; the stage calls it sequentially), on seeded random
 //! matrices. Each run is a full thin SVD, U, Σ and Vᵀ, which is what the stage needs.
 //!
 //! `svd-bench [--dtype f64|f32] [--runs N] [--cap-secs S] [SHAPE...]`, SHAPE `N` (square) or
