@@ -849,3 +849,23 @@ fn parallel_sgd_pieces_are_bit_identical_to_one_pass() {
         assert!(out[0].iter().zip(&out[1]).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?}");
     }
 }
+
+#[test]
+fn small_conv_free_steps_run_serially_and_match_one_thread() {
+    // Called from outside any pool with a multi-thread global pool (2+ cores), an
+    // MLP step takes the one-thread path: its results equal a one-thread run bit for bit.
+    let run = |one_thread: bool| {
+        let (m, names) = mlp(8);
+        let mut ex = Executor::new(&m).unwrap();
+        let mut opt = Optimizer::new(OptimizerKind::sgd(0.9, 1e-4)).unwrap();
+        let pool1 = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let mut losses = Vec::new();
+        for s in 0..10 {
+            let (x, y) = batch(s, 64);
+            let mut step = || ex.train_step(&mut opt, 0.1, &x, &y, &Loss::CrossEntropy, None).unwrap();
+            losses.push(if one_thread { pool1.install(step) } else { step() });
+        }
+        (losses, ex.param(&names[0]).unwrap().data)
+    };
+    assert_eq!(run(false), run(true));
+}

@@ -126,11 +126,27 @@ impl Executor {
             ex.apply(opt, lr, grads)?;
             Ok(value)
         };
-        if !halves && rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        let parallel = rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none();
+        let serial = if parallel && !halves && self.serial_step_work(n) { serial_pool() } else { None };
+        if let Some(pool) = serial {
+            // A small graph without a Conv (an MLP at batch 64): gemm's threads cost
+            // more than they save here (LeNet-300-100 ran 560 steps/s on 2 threads
+            // against 741 on 1, `cargo xtask bench train`), so the step runs on a
+            // one-thread pool: no parallel region, one hop to its thread per step.
+            pool.install(|| step(self))
+        } else if !halves && parallel {
             rayon::scope(|_| step(self))
         } else {
             step(self)
         }
+    }
+
+    /// Whether a whole-batch step of `n` samples is too small to gain from
+    /// threads: weights (≈ multiply-accumulates per sample for the dense
+    /// layers of a conv-free graph) times the batch under [`SERIAL_STEP_MACS`].
+    fn serial_step_work(&self, n: usize) -> bool {
+        let weights: usize = self.params.iter().map(|p| p.dims.iter().product::<usize>()).sum();
+        weights.saturating_mul(n) < SERIAL_STEP_MACS
     }
 
     /// The loss and gradients of a batch, in one pass or (`halves`, even batch)
@@ -211,6 +227,21 @@ impl Executor {
 /// Batches below this size run in one pass even with several threads: halves
 /// of a small batch do too little work to pay for the second thread.
 pub(crate) const SPLIT_MIN_BATCH: usize = 32;
+
+/// Below this many multiply-accumulates per step (weights × batch), a step of a
+/// graph without a Conv runs on one thread (see [`Executor::train_step`]).
+/// LeNet-300-100 at batch 64 is 17 M; gemm itself goes parallel from 7 M.
+const SERIAL_STEP_MACS: usize = 64 << 20;
+
+/// The one-thread pool that small steps run on (`None` if the system would not
+/// start its thread: the step then runs on the caller's pool).
+fn serial_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "shrink-train-serial".into()).build().ok()
+    })
+    .as_ref()
+}
 
 /// The first `h` rows (samples) of `t` and the rest.
 fn split_rows(t: &HostTensor, h: usize, what: &str) -> Result<(HostTensor, HostTensor), TrainError> {
