@@ -27,7 +27,19 @@ fn mnist(split: Split, layout: Layout, limit: usize) -> InMemoryDataset {
 }
 
 fn run_stage(table: &toml::Table, model: &mut Model, original: &Model, train: &dyn Dataset, seed: u64) -> StageReport {
-    let stage = shrink_pipeline::builtin().build("distill", table).unwrap();
+    run_kind("distill", table, model, original, train, seed)
+}
+
+/// Runs builtin stage `kind` with `table` on `model`, training data `train`.
+fn run_kind(
+    kind: &str,
+    table: &toml::Table,
+    model: &mut Model,
+    original: &Model,
+    train: &dyn Dataset,
+    seed: u64,
+) -> StageReport {
+    let stage = shrink_pipeline::builtin().build(kind, table).unwrap();
     let mut progress = NoProgress;
     let mut cx = StageCx {
         pipeline: "test".into(),
@@ -305,22 +317,7 @@ fn prune_then_distill_benchmark() {
     let train = mnist(Split::Train, Layout::Nchw, limit);
     let test = mnist(Split::Test, Layout::Nchw, 10_000);
     let mut pruned = teacher.clone();
-    {
-        let stage = shrink_pipeline::builtin().build("prune", prune).unwrap();
-        let mut progress = NoProgress;
-        let mut cx = StageCx {
-            pipeline: "test".into(),
-            index: 0,
-            train: Some(&train),
-            test: None,
-            original: &teacher,
-            seed: 7,
-            progress: &mut progress,
-            scratch: std::env::temp_dir(),
-            output_dir: std::env::temp_dir(),
-        };
-        stage.run(&mut pruned, &mut cx).unwrap();
-    }
+    run_kind("prune", prune, &mut pruned, &teacher, &train, 7);
     let (t_acc, _) = tract_accuracy(&teacher, &test);
     let (p_acc, _) = tract_accuracy(&pruned, &test);
     let (hard, soft, rep) = hard_vs_distilled(&stage, &pruned, &teacher, &train, &test, seeds);

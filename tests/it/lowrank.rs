@@ -280,21 +280,7 @@ fn depthwise_separable_replacement_is_exact_for_separable_weights() {
     }
     let x = rng.vec(in_dims.iter().product(), 1.0);
     let want = run(&m, &x, &in_dims);
-    let stage = shrink_lowrank::build(&"method = \"depthwise-separable\"".parse().unwrap()).unwrap();
-    let original = m.clone();
-    let mut progress = NoProgress;
-    let mut cx = shrink_stage::StageCx {
-        pipeline: "test".into(),
-        index: 0,
-        train: None,
-        test: None,
-        original: &original,
-        seed: 1,
-        progress: &mut progress,
-        scratch: std::env::temp_dir(),
-        output_dir: std::env::temp_dir(),
-    };
-    let r = stage.run(&mut m, &mut cx).unwrap();
+    let r = run_stage(&mut m, "method = \"depthwise-separable\"");
     assert_eq!(r.figures["layers_factorised"], 1.0);
     assert!(r.layers[0].figures["rel_error"] < 1e-5, "{:?}", r.layers[0]);
     m.graph.verify().unwrap();
