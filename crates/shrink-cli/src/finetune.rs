@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use shrink_data::{Dataset, Holdout, Layout, Preprocess, Split, Subset, train_val_split};
+use shrink_data::{Augment, Dataset, Holdout, Layout, Preprocess, Split, Subset, train_val_split};
 use shrink_graph::Model;
 use shrink_train::{EpochInfo, Executor, FineTune, LrPlan, LrSchedule, OptimizerKind, StepInfo};
 use shrink_verify::{InputSpec, Judge, evaluate};
@@ -45,6 +45,12 @@ pub(crate) struct FinetuneArgs {
     patience: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Shift each training image by up to this many pixels each way (0: none; image models only).
+    #[arg(long, default_value_t = 0, value_name = "PIXELS")]
+    augment_shift: usize,
+    /// Mirror half of the training images left-right (image models only).
+    #[arg(long)]
+    augment_flip: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -133,6 +139,7 @@ pub(crate) fn run(a: &FinetuneArgs) -> anyhow::Result<()> {
         lr: LrPlan { base: a.lr, schedule, warmup_steps: 0 },
         optimizer,
         patience: a.patience,
+        augment: Augment { shift: a.augment_shift, flip: a.augment_flip },
         ..FineTune::default()
     };
     let bar = ProgressBar::new(0);

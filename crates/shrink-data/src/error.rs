@@ -47,6 +47,9 @@ pub enum DataError {
     /// A preprocessing parameter that does not fit the data.
     #[error("preprocess.{field}: {reason}")]
     Preprocess { field: &'static str, reason: String },
+    /// An augmentation that does not fit the batches (`field` as in the TOML).
+    #[error("{field}: {reason}")]
+    Augment { field: &'static str, reason: String },
     /// A train/validation split that cannot be made.
     #[error("split: {reason}")]
     Split { reason: String },

@@ -14,6 +14,8 @@
 //!   samples (a validation split, say).
 //! - [`Preprocess`] (deserialized from the pipeline TOML): scale to [0, 1],
 //!   mean/std normalisation (per channel), NCHW or flattened layout.
+//! - [`Augment`]: a seeded random shift and horizontal flip of image batches
+//!   for training.
 //! - Determinism: [`SplitMix64`] is the crate's one PRNG; [`permutation`]
 //!   shuffles and [`train_val_split`] holds out a validation set, both purely
 //!   from a seed, the same on every platform and every version of this crate.
@@ -25,6 +27,7 @@
 //! file or field, never a panic; nothing here allocates more than the input
 //! actually holds, whatever a header claims.
 
+mod augment;
 mod builtin;
 mod dataset;
 mod error;
@@ -36,6 +39,7 @@ mod rng;
 #[cfg(test)]
 mod tests;
 
+pub use augment::Augment;
 pub use builtin::{BUILTIN, DataDirs, Split, find_data_dir, load_builtin, load_builtin_from};
 pub use dataset::{Batch, Dataset, InMemoryDataset, Subset, SubsetRef, load_npz, load_pair, read_array};
 pub use error::DataError;

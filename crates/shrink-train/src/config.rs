@@ -12,10 +12,11 @@
 //! momentum = 0.9
 //! weight_decay = 0.0
 //! validation = 5000     # training samples held out to pick the best epoch (0: none)
+//! augment = { shift = 2, flip = true }  # image batches only; default none
 //! ```
 
 use serde::Deserialize;
-use shrink_data::{Dataset, Holdout, SubsetRef, train_val_split};
+use shrink_data::{Augment, Dataset, Holdout, SubsetRef, train_val_split};
 
 use crate::error::TrainError;
 use crate::exec::Executor;
@@ -52,6 +53,8 @@ pub struct FineTuneConfig {
     pub patience: Option<usize>,
     /// Keep the parameters of the best validation epoch.
     pub restore_best: bool,
+    /// Random shift (pixels each way) and horizontal flip of training images.
+    pub augment: Augment,
 }
 
 impl Default for FineTuneConfig {
@@ -73,6 +76,7 @@ impl Default for FineTuneConfig {
             validation: 5000,
             patience: None,
             restore_best: true,
+            augment: Augment::default(),
         }
     }
 }
@@ -136,6 +140,7 @@ impl FineTuneConfig {
             patience: self.patience,
             restore_best: self.restore_best,
             eval_batch: 256,
+            augment: self.augment,
         })
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use shrink_data::{Batch, Dataset, SplitMix64, shuffle};
+use shrink_data::{Augment, Batch, Dataset, SplitMix64, derive_seed, shuffle};
 use tracing::info;
 
 use crate::error::TrainError;
@@ -32,6 +32,10 @@ pub struct FineTune {
     pub restore_best: bool,
     /// Batch size for validation and teacher runs.
     pub eval_batch: usize,
+    /// Random shift / flip of each training batch (identity by default). The
+    /// teacher of a distillation sees the same augmented batch as the student,
+    /// so its logits are computed per step instead of cached.
+    pub augment: Augment,
 }
 
 impl Default for FineTune {
@@ -48,9 +52,13 @@ impl Default for FineTune {
             patience: None,
             restore_best: true,
             eval_batch: 256,
+            augment: Augment::default(),
         }
     }
 }
+
+/// The [`derive_seed`] stream of the augmentation draws.
+const AUGMENT_STREAM: u64 = 0xA06;
 
 /// Reported after every step.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +192,8 @@ impl FineTune {
         let per_epoch = train.len().div_ceil(self.batch_size);
         let total = self.max_steps.map_or(per_epoch * self.epochs, |m| m.min(per_epoch * self.epochs));
         let mut rng = SplitMix64::new(self.seed);
+        // Its own stream, so turning augmentation on leaves the shuffles as they were.
+        let mut aug_rng = SplitMix64::new(derive_seed(self.seed, AUGMENT_STREAM));
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut buf = Batch::default();
         let mut report = FineTuneReport {
@@ -194,7 +204,9 @@ impl FineTune {
             stopped_early: false,
         };
         let teacher_cache = match (self.needs_teacher(), teacher) {
-            (true, Some(t)) if cache_teacher => TeacherLogits::compute(t, train, self.eval_batch)?,
+            (true, Some(t)) if cache_teacher && self.augment.is_identity() => {
+                TeacherLogits::compute(t, train, self.eval_batch)?
+            }
             _ => None,
         };
         let mut best: Option<(f64, crate::exec::Snapshot)> = None;
@@ -212,6 +224,7 @@ impl FineTune {
                     break;
                 }
                 train.batch_into(chunk, &mut buf)?;
+                self.augment.apply(&mut buf, &mut aug_rng)?;
                 let input = HostTensor::new(buf.inputs.clone(), buf.shape.clone());
                 let t_logits = match (&teacher_cache, self.needs_teacher(), teacher) {
                     (Some(cache), _, _) => Some(cache.gather(chunk)),

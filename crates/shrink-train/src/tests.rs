@@ -869,3 +869,69 @@ fn small_conv_free_steps_run_serially_and_match_one_thread() {
     };
     assert_eq!(run(false), run(true));
 }
+
+#[test]
+fn augmented_distillation_runs_the_teacher_on_the_augmented_batch() {
+    /// `n` images of 2x8x8.
+    #[derive(Debug)]
+    struct Images(HostTensor, Vec<u32>);
+    impl shrink_data::Dataset for Images {
+        fn len(&self) -> usize {
+            self.1.len()
+        }
+        fn num_classes(&self) -> usize {
+            3
+        }
+        fn sample_shape(&self) -> &[usize] {
+            &[2, 8, 8]
+        }
+        fn batch_into(&self, idx: &[usize], b: &mut shrink_data::Batch) -> Result<(), shrink_data::DataError> {
+            b.inputs.clear();
+            b.labels.clear();
+            for &i in idx {
+                b.inputs.extend_from_slice(&self.0.data[i * 128..(i + 1) * 128]);
+                b.labels.push(self.1[i]);
+            }
+            b.shape = vec![idx.len(), 2, 8, 8];
+            Ok(())
+        }
+    }
+    let (model, x, y) = conv_net(4, 40);
+    let data = Images(x, y);
+    let teacher = Executor::new(&conv_net(9, 1).0).unwrap();
+    let ft = |augment: shrink_data::Augment| FineTune {
+        epochs: 2,
+        batch_size: 8,
+        loss: Loss::Distill { alpha: 0.8, temperature: 2.0 },
+        augment,
+        ..Default::default()
+    };
+    let run = |ft: &FineTune, cache: bool| {
+        struct Losses(Vec<f32>);
+        impl Progress for Losses {
+            fn step(&mut self, info: &StepInfo) {
+                self.0.push(info.loss);
+            }
+        }
+        let mut student = Executor::new(&model).unwrap();
+        let mut losses = Losses(Vec::new());
+        ft.run_with(&mut student, &data, None, Some(&teacher), &mut losses, cache).unwrap();
+        losses.0
+    };
+    let aug = ft(shrink_data::Augment { shift: 1, flip: true });
+    let (asked_cache, per_batch) = (run(&aug, true), run(&aug, false));
+    assert_eq!(asked_cache.len(), 10);
+    // A cache of the un-augmented images' logits would give other losses.
+    assert_eq!(asked_cache, per_batch, "augmented training used cached teacher logits");
+    assert_ne!(per_batch, run(&ft(Default::default()), false), "the augmentation changed nothing");
+}
+
+#[test]
+fn finetune_table_reads_augment_and_rejects_unknown_keys() {
+    let t: toml::Table = "epochs = 1\naugment = { shift = 2, flip = true }".parse().unwrap();
+    let c = crate::FineTuneConfig::from_toml(&t).unwrap();
+    assert_eq!(c.to_finetune(0).unwrap().augment, shrink_data::Augment { shift: 2, flip: true });
+    let t: toml::Table = "augment = { shift = 2, rotate = 10 }".parse().unwrap();
+    let e = crate::FineTuneConfig::from_toml(&t).unwrap_err().to_string();
+    assert!(e.contains("finetune") && e.contains("rotate"), "{e}");
+}
