@@ -82,6 +82,12 @@ fn finetune_one_epoch() {
     let (code, _, err) = run_in(&["finetune", model.to_str().unwrap(), "-o", model.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("refusing to overwrite the input model"), "{err}");
+    // LeNet-300-100 takes flat samples: nothing to shift.
+    let (code, _, err) =
+        run_in(&["finetune", model.to_str().unwrap(), "--augment-shift", "2", "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("finetune.augment") && err.contains("flat") && !err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "a failed run wrote {}", out.display());
     let (code, stdout, err) =
         run_in(&["finetune", model.to_str().unwrap(), "--epochs", "1", "--lr", "0.005", "-o", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
