@@ -1,5 +1,6 @@
 //! Training-time augmentation of image batches: a random shift (translation
-//! by up to `shift` pixels each way, the uncovered border filled with 0) and a
+//! by up to `shift` pixels each way, the uncovered border filled with the
+//! dataset's background) and a
 //! random horizontal flip, drawn per sample from a [`SplitMix64`].
 //!
 //! Written here rather than taken from a crate: it is two loops over a
@@ -18,8 +19,8 @@ use crate::rng::SplitMix64;
 pub struct Augment {
     /// Translate by a whole number of pixels drawn uniformly from
     /// `-shift..=shift`, rows and columns independently; 0 leaves the image in
-    /// place. The border that moves in is 0 (the background of [0, 1]-scaled
-    /// images; with mean/std normalisation it is the mean).
+    /// place. The border that moves in is the dataset's background: what a
+    /// black pixel becomes after the preprocessing ([`crate::Dataset::background`]).
     pub shift: usize,
     /// Mirror left-right with probability 1/2.
     pub flip: bool,
@@ -31,9 +32,10 @@ impl Augment {
         self.shift == 0 && !self.flip
     }
 
-    /// Augments every sample of `batch` in place. The batch must be images,
-    /// `[N, C, H, W]`; a shift must be smaller than the image.
-    pub fn apply(&self, batch: &mut Batch, rng: &mut SplitMix64) -> Result<(), DataError> {
+    /// Augments every sample of `batch` in place, filling uncovered pixels of
+    /// channel `c` with `fill[c]` (0 where `fill` has no value). The batch
+    /// must be images, `[N, C, H, W]`; a shift must be smaller than the image.
+    pub fn apply(&self, batch: &mut Batch, fill: &[f32], rng: &mut SplitMix64) -> Result<(), DataError> {
         if self.is_identity() {
             return Ok(());
         }
@@ -60,13 +62,14 @@ impl Augment {
             let dy = rng.below(span) as isize - self.shift as isize;
             let dx = rng.below(span) as isize - self.shift as isize;
             let flip = self.flip && rng.below(2) == 1;
-            for ch in sample.chunks_exact_mut(plane) {
+            for (c, ch) in sample.chunks_exact_mut(plane).enumerate() {
+                let bg = fill.get(c).copied().unwrap_or(0.0);
                 tmp.copy_from_slice(ch);
                 for y in 0..h {
                     let sy = y as isize - dy;
                     let row = &mut ch[y * w..(y + 1) * w];
                     if sy < 0 || sy >= h as isize {
-                        row.fill(0.0);
+                        row.fill(bg);
                         continue;
                     }
                     let src = &tmp[sy as usize * w..(sy as usize + 1) * w];
@@ -74,7 +77,7 @@ impl Augment {
                         // Output column x shows the flipped, then shifted, source.
                         let xs = x as isize - dx;
                         *out = if xs < 0 || xs >= w as isize {
-                            0.0
+                            bg
                         } else if flip {
                             src[w - 1 - xs as usize]
                         } else {
@@ -101,17 +104,17 @@ mod tests {
     fn identity_changes_nothing() {
         let mut b = batch(3, 2, 4, 5);
         let before = b.clone();
-        Augment::default().apply(&mut b, &mut SplitMix64::new(1)).unwrap();
+        Augment::default().apply(&mut b, &[], &mut SplitMix64::new(1)).unwrap();
         assert_eq!(b, before);
     }
 
     #[test]
-    fn each_sample_is_a_shift_or_mirror_of_itself_with_zero_border() {
+    fn each_sample_is_a_shift_or_mirror_of_itself_with_the_background_border() {
         let aug = Augment { shift: 2, flip: true };
         let (n, c, h, w) = (64, 2, 6, 7);
         let orig = batch(n, c, h, w);
         let mut b = orig.clone();
-        aug.apply(&mut b, &mut SplitMix64::new(7)).unwrap();
+        aug.apply(&mut b, &[-0.5, 0.25], &mut SplitMix64::new(7)).unwrap();
         let (mut moved, mut flipped) = (0, 0);
         for s in 0..n {
             let at = |v: &[f32], ch: usize, y: usize, x: usize| v[((s * c + ch) * h + y) * w + x];
@@ -124,7 +127,7 @@ mod tests {
                             (0..w).all(|x| {
                                 let (sy, xs) = (y as isize - dy, x as isize - dx);
                                 let want = if sy < 0 || sy >= h as isize || xs < 0 || xs >= w as isize {
-                                    0.0
+                                    [-0.5, 0.25][ch]
                                 } else {
                                     let sx = if f { w - 1 - xs as usize } else { xs as usize };
                                     at(&orig.inputs, ch, sy as usize, sx)
@@ -147,18 +150,18 @@ mod tests {
     fn same_seed_same_batch() {
         let aug = Augment { shift: 1, flip: true };
         let (mut a, mut b) = (batch(8, 1, 5, 5), batch(8, 1, 5, 5));
-        aug.apply(&mut a, &mut SplitMix64::new(3)).unwrap();
-        aug.apply(&mut b, &mut SplitMix64::new(3)).unwrap();
+        aug.apply(&mut a, &[], &mut SplitMix64::new(3)).unwrap();
+        aug.apply(&mut b, &[], &mut SplitMix64::new(3)).unwrap();
         assert_eq!(a, b);
     }
 
     #[test]
     fn flat_batches_and_oversized_shifts_are_errors() {
         let mut flat = Batch { inputs: vec![0.0; 8], shape: vec![2, 4], labels: vec![0, 1] };
-        let e = Augment { shift: 1, flip: false }.apply(&mut flat, &mut SplitMix64::new(0)).unwrap_err();
+        let e = Augment { shift: 1, flip: false }.apply(&mut flat, &[], &mut SplitMix64::new(0)).unwrap_err();
         assert!(e.to_string().contains("augment") && e.to_string().contains("[2, 4]"), "{e}");
         let mut b = batch(1, 1, 3, 3);
-        let e = Augment { shift: 3, flip: false }.apply(&mut b, &mut SplitMix64::new(0)).unwrap_err();
+        let e = Augment { shift: 3, flip: false }.apply(&mut b, &[], &mut SplitMix64::new(0)).unwrap_err();
         assert!(e.to_string().contains("augment.shift"), "{e}");
     }
 }

@@ -49,6 +49,13 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
     /// buffers. An index `>= len()` is an [`DataError::IndexOutOfRange`].
     fn batch_into(&self, indices: &[usize], out: &mut Batch) -> Result<(), DataError>;
 
+    /// Per channel, what a raw value of 0 (a black pixel) becomes after the
+    /// preprocessing: what [`crate::Augment`] fills the border of a shifted
+    /// image with. The default, empty, means 0 for every channel.
+    fn background(&self) -> Vec<f32> {
+        Vec::new()
+    }
+
     /// The samples at `indices`, in that order.
     fn batch(&self, indices: &[usize]) -> Result<Batch, DataError> {
         let mut out = Batch::default();
@@ -183,6 +190,10 @@ impl Dataset for InMemoryDataset {
         &self.sample_shape
     }
 
+    fn background(&self) -> Vec<f32> {
+        self.plan.background()
+    }
+
     fn batch_into(&self, indices: &[usize], out: &mut Batch) -> Result<(), DataError> {
         check_indices(indices, self.len())?;
         out.shape.clear();
@@ -233,6 +244,10 @@ impl Dataset for Subset {
         self.inner.sample_shape()
     }
 
+    fn background(&self) -> Vec<f32> {
+        self.inner.background()
+    }
+
     fn batch_into(&self, indices: &[usize], out: &mut Batch) -> Result<(), DataError> {
         check_indices(indices, self.len())?;
         let mapped: Vec<usize> = indices.iter().map(|&i| self.indices[i]).collect();
@@ -271,6 +286,10 @@ impl Dataset for SubsetRef<'_> {
 
     fn sample_shape(&self) -> &[usize] {
         self.inner.sample_shape()
+    }
+
+    fn background(&self) -> Vec<f32> {
+        self.inner.background()
     }
 
     fn batch_into(&self, indices: &[usize], out: &mut Batch) -> Result<(), DataError> {

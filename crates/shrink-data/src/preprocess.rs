@@ -96,6 +96,11 @@ impl Preprocess {
 }
 
 impl Plan {
+    /// What a raw 0 becomes in each channel.
+    pub(crate) fn background(&self) -> Vec<f32> {
+        self.mean.iter().zip(&self.std).map(|(m, s)| -m / s).collect()
+    }
+
     /// Writes one channel's values.
     #[inline]
     pub(crate) fn apply<T: Copy + Into<f32>>(&self, c: usize, src: &[T], dst: &mut [f32]) {

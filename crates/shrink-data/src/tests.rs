@@ -339,7 +339,11 @@ fn preprocess_per_channel_and_flat() {
     assert_eq!(b.shape, vec![1, 4]);
     let expect = [(0.0 - 0.5) / 0.5, (1.0 - 0.5) / 0.5, (51.0 / 255.0 - 0.25) / 0.25, (102.0 / 255.0 - 0.25) / 0.25];
     assert_eq!(b.inputs, expect);
+    // A black pixel's value per channel, through a subset too: what augmentation pads with.
+    assert_eq!(d.background(), vec![expect[0], -1.0]);
+    assert_eq!(crate::SubsetRef::new(&d, vec![0]).unwrap().background(), d.background());
     d.set_preprocess(&Preprocess::default()).unwrap();
+    assert_eq!(d.background(), vec![0.0, 0.0]);
     assert_eq!(d.sample_shape(), &[2, 2, 1]);
     assert_eq!(d.batch(&[0]).unwrap().inputs[1], 1.0);
     // one value applies to every channel

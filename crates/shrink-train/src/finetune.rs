@@ -194,6 +194,7 @@ impl FineTune {
         let mut rng = SplitMix64::new(self.seed);
         // Its own stream, so turning augmentation on leaves the shuffles as they were.
         let mut aug_rng = SplitMix64::new(derive_seed(self.seed, AUGMENT_STREAM));
+        let background = train.background();
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut buf = Batch::default();
         let mut report = FineTuneReport {
@@ -224,7 +225,7 @@ impl FineTune {
                     break;
                 }
                 train.batch_into(chunk, &mut buf)?;
-                self.augment.apply(&mut buf, &mut aug_rng)?;
+                self.augment.apply(&mut buf, &background, &mut aug_rng)?;
                 let input = HostTensor::new(buf.inputs.clone(), buf.shape.clone());
                 let t_logits = match (&teacher_cache, self.needs_teacher(), teacher) {
                     (Some(cache), _, _) => Some(cache.gather(chunk)),
