@@ -679,34 +679,38 @@ fn holding_out_more_than_the_training_set_names_finetune_validation() {
     assert!(err.contains("finetune.validation") && err.contains("only 100"), "{err}");
 }
 
+/// A dataset of the samples in `x` (batch-first; each sample shaped like
+/// `x.dims[1..]`) with labels `y` in 0..3.
+#[derive(Debug)]
+struct Samples(HostTensor, Vec<u32>);
+
+impl shrink_data::Dataset for Samples {
+    fn len(&self) -> usize {
+        self.1.len()
+    }
+    fn num_classes(&self) -> usize {
+        3
+    }
+    fn sample_shape(&self) -> &[usize] {
+        &self.0.dims[1..]
+    }
+    fn batch_into(&self, idx: &[usize], b: &mut shrink_data::Batch) -> Result<(), shrink_data::DataError> {
+        let per: usize = self.sample_shape().iter().product();
+        b.inputs.clear();
+        b.labels.clear();
+        for &i in idx {
+            b.inputs.extend_from_slice(&self.0.data[i * per..(i + 1) * per]);
+            b.labels.push(self.1[i]);
+        }
+        b.shape = std::iter::once(idx.len()).chain(self.sample_shape().iter().copied()).collect();
+        Ok(())
+    }
+}
+
 #[test]
 fn cached_teacher_logits_train_exactly_like_a_teacher_run_per_batch() {
-    /// 6-feature rows of the tiny MLP task, 3 classes.
-    #[derive(Debug)]
-    struct Rows(HostTensor, Vec<u32>);
-    impl shrink_data::Dataset for Rows {
-        fn len(&self) -> usize {
-            self.1.len()
-        }
-        fn num_classes(&self) -> usize {
-            3
-        }
-        fn sample_shape(&self) -> &[usize] {
-            &[6]
-        }
-        fn batch_into(&self, idx: &[usize], b: &mut shrink_data::Batch) -> Result<(), shrink_data::DataError> {
-            b.inputs.clear();
-            b.labels.clear();
-            for &i in idx {
-                b.inputs.extend_from_slice(&self.0.data[i * 6..(i + 1) * 6]);
-                b.labels.push(self.1[i]);
-            }
-            b.shape = vec![idx.len(), 6];
-            Ok(())
-        }
-    }
     let (x, y) = batch(3, 100);
-    let data = Rows(x, y);
+    let data = Samples(x, y);
     let teacher = Executor::new(&mlp(21).0).unwrap();
     let ft = FineTune {
         epochs: 2,
@@ -872,32 +876,8 @@ fn small_conv_free_steps_run_serially_and_match_one_thread() {
 
 #[test]
 fn augmented_distillation_runs_the_teacher_on_the_augmented_batch() {
-    /// `n` images of 2x8x8.
-    #[derive(Debug)]
-    struct Images(HostTensor, Vec<u32>);
-    impl shrink_data::Dataset for Images {
-        fn len(&self) -> usize {
-            self.1.len()
-        }
-        fn num_classes(&self) -> usize {
-            3
-        }
-        fn sample_shape(&self) -> &[usize] {
-            &[2, 8, 8]
-        }
-        fn batch_into(&self, idx: &[usize], b: &mut shrink_data::Batch) -> Result<(), shrink_data::DataError> {
-            b.inputs.clear();
-            b.labels.clear();
-            for &i in idx {
-                b.inputs.extend_from_slice(&self.0.data[i * 128..(i + 1) * 128]);
-                b.labels.push(self.1[i]);
-            }
-            b.shape = vec![idx.len(), 2, 8, 8];
-            Ok(())
-        }
-    }
     let (model, x, y) = conv_net(4, 40);
-    let data = Images(x, y);
+    let data = Samples(x, y);
     let teacher = Executor::new(&conv_net(9, 1).0).unwrap();
     let ft = |augment: shrink_data::Augment| FineTune {
         epochs: 2,
