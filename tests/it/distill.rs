@@ -365,3 +365,48 @@ fn prune_then_distill_benchmark() {
         assert!(m < pruned_err, "{what}: fine-tuning left {m:.2} % test error, the pruned model had {pruned_err:.2} %");
     }
 }
+
+/// Which runtime should give a distilling teacher's logits per step (the
+/// augmented case, where they cannot be cached): the trainer's forward pass
+/// (burn) or tract. Runs the Fashion teacher of distill-fashion on the same
+/// 64-image batches in both, interleaved, and prints the median time per
+/// batch of each; asserts they agree to 1e-4.
+#[test]
+fn teacher_forward_trainer_vs_tract() {
+    if !slow() {
+        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+        return;
+    }
+    let teacher = Model::load(root().join("fixtures/models/lenet-5-fashion-aug.onnx")).unwrap();
+    let mut judge = Judge::new("teacher", &teacher, &InputSpec::default()).unwrap();
+    let exec = Executor::new(&teacher).unwrap();
+    let pre = Preprocess { layout: Layout::for_sample(judge.sample_shape()), ..Preprocess::default() };
+    let train = shrink_data::load_builtin("fashion-mnist", Split::Train, &pre).unwrap().truncated(64 * 200).unwrap();
+    judge.prepare(64).unwrap();
+    let (mut t_burn, mut t_tract) = (Vec::new(), Vec::new());
+    let mut worst = 0.0f32;
+    for b in 0..200 {
+        let batch = train.batch(&(b * 64..(b + 1) * 64).collect::<Vec<_>>()).unwrap();
+        let t0 = Instant::now();
+        let burn = exec.forward(&[HostTensor::new(batch.inputs.clone(), batch.shape.clone())]).unwrap();
+        t_burn.push(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        let tract = judge.logits(&batch.inputs, 64).unwrap();
+        t_tract.push(t0.elapsed().as_secs_f64());
+        for (a, b) in burn[0].data.iter().zip(&tract.data) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e3
+    };
+    let (mb, mt) = (median(&mut t_burn), median(&mut t_tract));
+    eprintln!(
+        "teacher lenet-5-fashion-aug, batch 64, 200 batches, {} cores: trainer (burn) {mb:.2} ms, tract {mt:.2} ms \
+         per batch (median); tract/trainer {:.2}; largest logit difference {worst:.2e}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        mt / mb
+    );
+    assert!(worst < 1e-4, "trainer and tract disagree by {worst}");
+}
