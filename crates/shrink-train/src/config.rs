@@ -185,6 +185,43 @@ impl FineTuneConfig {
     }
 }
 
+/// How often [`FineTuneConfig::run_reporting`] reports a step.
+const REPORT_EVERY: usize = 20;
+
+impl FineTuneConfig {
+    /// [`FineTuneConfig::run`] for a stage's progress bar: `update(done,
+    /// message)` gets the first step, every 20th and the last, with the step's
+    /// loss and the last epoch's validation accuracy (`loss 0.1234, validation
+    /// 98.10 %`); each epoch is logged at debug level under `phase`.
+    pub fn run_reporting(
+        &self,
+        ft: &FineTune,
+        exec: &mut Executor,
+        train: &dyn Dataset,
+        teacher: Option<&Executor>,
+        phase: &str,
+        update: &mut dyn FnMut(u64, &str),
+    ) -> Result<FineTuneReport, TrainError> {
+        let last_val: std::cell::Cell<Option<f64>> = std::cell::Cell::new(None);
+        self.run(
+            ft,
+            exec,
+            train,
+            teacher,
+            &mut |done, total, loss| {
+                if done == 1 || done % REPORT_EVERY == 0 || done == total {
+                    let val = last_val.get().map(|v| format!(", validation {:.2} %", v * 100.0)).unwrap_or_default();
+                    update(done as u64, &format!("loss {loss:.4}{val}"));
+                }
+            },
+            &mut |e| {
+                last_val.set(e.val_accuracy);
+                tracing::debug!(phase, epoch = e.epoch, loss = e.mean_loss, val = ?e.val_accuracy, "epoch done");
+            },
+        )
+    }
+}
+
 struct Callbacks<'a> {
     on_step: &'a mut dyn FnMut(usize, usize, f32),
     on_epoch: &'a mut dyn FnMut(&EpochInfo),

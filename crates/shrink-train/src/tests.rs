@@ -915,3 +915,20 @@ fn finetune_table_reads_augment_and_rejects_unknown_keys() {
     let e = crate::FineTuneConfig::from_toml(&t).unwrap_err().to_string();
     assert!(e.contains("finetune") && e.contains("rotate"), "{e}");
 }
+
+#[test]
+fn run_reporting_updates_on_the_first_every_20th_and_last_step_with_validation() {
+    let (x, y) = batch(3, 100);
+    let data = Samples(x, y);
+    let cfg = crate::FineTuneConfig { epochs: 2, batch_size: 4, validation: 20, ..Default::default() };
+    let ft = cfg.to_finetune(1).unwrap();
+    let mut exec = Executor::new(&mlp(8).0).unwrap();
+    let mut seen = Vec::new();
+    let rep =
+        cfg.run_reporting(&ft, &mut exec, &data, None, "test", &mut |d, m| seen.push((d, m.to_string()))).unwrap();
+    assert_eq!(rep.steps, 40);
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 20, 40]);
+    assert!(seen.iter().all(|(_, m)| m.starts_with("loss ")), "{seen:?}");
+    // Step 20 ends the first epoch, whose validation comes after it.
+    assert!(!seen[1].1.contains("validation") && seen[2].1.contains("validation"), "{seen:?}");
+}

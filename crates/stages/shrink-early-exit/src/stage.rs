@@ -220,18 +220,7 @@ impl Stage for EarlyExit {
             let progress = &mut *cx.progress;
             let report = self
                 .finetune
-                .run(
-                    &ft,
-                    &mut exec,
-                    &fit,
-                    teacher.as_ref(),
-                    &mut |done, total, loss| {
-                        if done % 20 == 0 || done == total {
-                            progress.update(done as u64, &format!("loss {loss:.4}"));
-                        }
-                    },
-                    &mut |e| debug!(head = k, epoch = e.epoch, loss = e.mean_loss, val = ?e.val_accuracy, "epoch done"),
-                )
+                .run_reporting(&ft, &mut exec, &fit, teacher.as_ref(), &phase, &mut |done, m| progress.update(done, m))
                 .map_err(|e| failed(format!("training head {k}: {e}")))?;
             cx.progress.finish();
             debug!(head = k, steps = report.steps, "head trained");

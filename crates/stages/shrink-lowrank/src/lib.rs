@@ -243,21 +243,10 @@ impl LowRank {
         let fail = |e: String| StageError::failed(STAGE, format!("finetune: {e}"));
         let ft = cfg.to_finetune(cx.seed).map_err(|e| fail(e.to_string()))?;
         let mut exec = Executor::new(model).map_err(|e| fail(e.to_string()))?;
-        cx.progress.start("lowrank: fine-tune", 0);
+        cx.progress.start("lowrank: fine-tune", cfg.total_steps(train.len()) as u64);
         let progress = &mut *cx.progress;
         let rep = cfg
-            .run(
-                &ft,
-                &mut exec,
-                train,
-                None,
-                &mut |done, total, loss| {
-                    if done == 1 || done % 20 == 0 || done == total {
-                        progress.update(done as u64, &format!("step {done}/{total} loss {loss:.4}"));
-                    }
-                },
-                &mut |e| info!(epoch = e.epoch, loss = e.mean_loss, val = ?e.val_accuracy, "fine-tune epoch"),
-            )
+            .run_reporting(&ft, &mut exec, train, None, "lowrank: fine-tune", &mut |done, m| progress.update(done, m))
             .map_err(|e| fail(e.to_string()))?;
         cx.progress.finish();
         exec.write_back(&mut model.graph).map_err(|e| fail(e.to_string()))?;

@@ -8,7 +8,6 @@
 //! layer order and position. Pruned weights are held at exactly zero during
 //! fine-tuning by the trainer's masks and written back as zeros.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use shrink_graph::{Model, NodeKind, summarize};
@@ -214,24 +213,8 @@ fn finetune(
     }
     let progress = &mut *cx.progress;
     progress.start(phase, ft_cfg.total_steps(train.len()) as u64);
-    let last_val: Cell<Option<f64>> = Cell::new(None);
     let report = ft_cfg
-        .run(
-            &ft,
-            exec,
-            train,
-            teacher,
-            &mut |done, total, loss| {
-                if done % 20 == 0 || done == total {
-                    let val = last_val.get().map(|v| format!(", validation {:.2} %", v * 100.0)).unwrap_or_default();
-                    progress.update(done as u64, &format!("loss {loss:.4}{val}"));
-                }
-            },
-            &mut |e| {
-                last_val.set(e.val_accuracy);
-                debug!(epoch = e.epoch, loss = e.mean_loss, val = ?e.val_accuracy, "{phase}: epoch done");
-            },
-        )
+        .run_reporting(&ft, exec, train, teacher, phase, &mut |done, m| progress.update(done, m))
         .map_err(|e| StageError::failed(STAGE, format!("{phase}: {e}")))?;
     progress.finish();
     Ok(report.best_val_accuracy.or(report.epochs.last().and_then(|e| e.val_accuracy)))

@@ -19,7 +19,6 @@ use shrink_graph::builder::attr_int;
 use shrink_graph::{DataType, Graph, Op, Tensor, ValueRef};
 use shrink_stage::{StageCx, StageError, WeightSite};
 use shrink_train::{Executor, FineTuneConfig, FineTuneReport};
-use tracing::debug;
 
 use crate::KIND;
 
@@ -240,20 +239,8 @@ pub fn finetune(
     let total = cfg.total_steps(train.len());
     let progress = &mut *cx.progress;
     progress.start(phase, total as u64);
-    let report = cfg
-        .run(
-            &ft,
-            exec,
-            train,
-            None,
-            &mut |done, _, loss| {
-                if done % 20 == 0 || done == total {
-                    progress.update(done as u64, &format!("loss {loss:.4}"));
-                }
-            },
-            &mut |e| debug!(epoch = e.epoch, loss = e.mean_loss, val = ?e.val_accuracy, "fine-tune epoch"),
-        )
-        .map_err(train_err)?;
+    let report =
+        cfg.run_reporting(&ft, exec, train, None, phase, &mut |done, m| progress.update(done, m)).map_err(train_err)?;
     progress.finish();
     Ok(report)
 }

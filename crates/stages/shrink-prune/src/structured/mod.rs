@@ -276,21 +276,11 @@ impl Stage for StructuredPrune {
                     .to_finetune(cx.seed.wrapping_add(step as u64))
                     .map_err(|e| StageError::failed(STAGE, e.to_string()))?;
                 let mut exec = Executor::new(model).map_err(|e| StageError::failed(STAGE, format!("finetune: {e}")))?;
-                cx.progress.start(&format!("structured prune step {step}/{}: fine-tune", p.steps), 0);
+                let phase = format!("structured prune step {step}/{}: fine-tune", p.steps);
+                cx.progress.start(&phase, cfg.total_steps(train.len()) as u64);
                 let progress = &mut *cx.progress;
                 let rep = cfg
-                    .run(
-                        &ft,
-                        &mut exec,
-                        train,
-                        None,
-                        &mut |done, total, loss| {
-                            if done == 1 || done % 20 == 0 || done == total {
-                                progress.update(done as u64, &format!("step {done}/{total} loss {loss:.4}"));
-                            }
-                        },
-                        &mut |e| info!(epoch = e.epoch, loss = e.mean_loss, val = ?e.val_accuracy, "fine-tune epoch"),
-                    )
+                    .run_reporting(&ft, &mut exec, train, None, &phase, &mut |done, m| progress.update(done, m))
                     .map_err(|e| StageError::failed(STAGE, format!("finetune: {e}")))?;
                 exec.write_back(&mut model.graph).map_err(|e| StageError::failed(STAGE, format!("finetune: {e}")))?;
                 if let Some(v) = rep.best_val_accuracy {
