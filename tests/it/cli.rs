@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::{lenet_300_100, shrink_bin, tempdir};
+use crate::util::{lenet_300_100, root, shrink_bin, tempdir};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(shrink_bin()).args(args).output().unwrap();
@@ -67,7 +67,7 @@ fn help_explains_every_flag() {
 /// overwritten.
 #[test]
 fn finetune_one_epoch() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = root();
     let model = root.join("fixtures/models/lenet-300-100.onnx");
     let dir = tempdir();
     let out = dir.path().join("ft.onnx");

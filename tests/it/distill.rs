@@ -3,7 +3,7 @@
 //! with `SHRINK_SLOW_TESTS=1`, the Fashion-MNIST benchmark (hard labels vs
 //! distilled, 3 seeds, tract-measured test error).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
@@ -12,13 +12,7 @@ use shrink_stage::{NoProgress, StageCx, StageReport};
 use shrink_train::{Executor, HostTensor};
 use shrink_verify::{InputSpec, Judge, evaluate};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn slow() -> bool {
-    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
-}
+use crate::util::{root, skip_unless_slow};
 
 fn mnist(split: Split, layout: Layout, limit: usize) -> InMemoryDataset {
     let pre = Preprocess { layout, ..Preprocess::default() };
@@ -236,8 +230,7 @@ fn report_hard_vs_distilled(name: &str, header: &str, stage: &toml::Table, hard:
 /// spread; prints both means ± spread.
 #[test]
 fn fashion_benchmark() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let pipeline = std::env::var("SHRINK_DISTILL_PIPELINE").unwrap_or_else(|_| "pipelines/distill-fashion.toml".into());
@@ -328,8 +321,7 @@ fn stage_with_overrides(mut stage: toml::Table) -> toml::Table {
 /// the two recovers more is what it reports.
 #[test]
 fn prune_then_distill_benchmark() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let pipeline = "pipelines/prune-distill-convnet-mix.toml";
@@ -373,8 +365,7 @@ fn prune_then_distill_benchmark() {
 /// batch of each; asserts they agree to 1e-4.
 #[test]
 fn teacher_forward_trainer_vs_tract() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let teacher = Model::load(root().join("fixtures/models/lenet-5-fashion-aug.onnx")).unwrap();

@@ -11,8 +11,10 @@ use shrink_graph::Model;
 use shrink_stage::{NoProgress, Stage, StageCx};
 use shrink_verify::{Segmented, Tensor, run_onnx};
 
+use crate::util::root;
+
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("fixtures")
+    root().join("fixtures")
 }
 
 fn mnist(split: Split) -> InMemoryDataset {

@@ -15,13 +15,9 @@
 //! - `onnx_ratio`: the original's ONNX bytes / the final model's;
 //! - `figure:NAME`: the last stage figure called NAME (e.g. `figure:ratio` of the huffman stage).
 
-use std::path::{Path, PathBuf};
-
 use shrink_pipeline::{Pipeline, Report};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use crate::util::root;
 
 struct Case {
     name: String,

@@ -12,7 +12,7 @@ use shrink_graph::{DataType, Model, NodeKind};
 use shrink_huffman::{Encoding, PackOptions, UnpackOptions};
 use shrink_verify::{InputSpec, Judge};
 
-use crate::util::{Rng, shrink_bin, tempdir};
+use crate::util::{Rng, shrink_bin, slow, tempdir};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models").join(name)
@@ -107,10 +107,6 @@ fn check_round_trip(name: &str, model: &Model) -> shrink_huffman::Packed {
         "{name}: tract outputs differ"
     );
     packed
-}
-
-fn slow() -> bool {
-    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
 }
 
 /// LeNet-300-100 always; every fixture with `SHRINK_SLOW_TESTS=1`.

@@ -14,14 +14,10 @@ use shrink_graph::{DataType, Dim, Graph, Model, NodeKind, Op, Tensor, ValueRef};
 use shrink_stage::{NoProgress, StageCx, StageReport};
 use shrink_verify::{InputSpec, Judge, LatencyConfig, evaluate, latency};
 
-use crate::util::{Rng, linear, model, relu};
+use crate::util::{Rng, linear, model, relu, root, skip_unless_slow};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("fixtures")
-}
-
-fn slow() -> bool {
-    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
+    root().join("fixtures")
 }
 
 fn mnist(split: Split) -> InMemoryDataset {
@@ -275,8 +271,7 @@ struct Variant {
 /// accuracy drop ≤ 0.3 pp, file ≤ 0.27x the f32 file.
 #[test]
 fn forms_side_by_side() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let train = mnist(Split::Train);
@@ -285,7 +280,7 @@ fn forms_side_by_side() {
     let mut md = String::new();
     for name in ["lenet-5", "convnet-mix"] {
         let float = Model::load(fixtures().join(format!("models/{name}.onnx"))).unwrap();
-        let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../pipelines/quantize-int8-{name}.toml"));
+        let pipeline = root().join(format!("pipelines/quantize-int8-{name}.toml"));
         let doc: toml::Table = toml::from_str(&std::fs::read_to_string(pipeline).unwrap()).unwrap();
         let stage = doc["stage"].as_array().unwrap()[0].as_table().unwrap().clone();
         let mut variants = vec![Variant { name: "f32".into(), model: float.clone() }];

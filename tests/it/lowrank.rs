@@ -6,8 +6,6 @@
 //! `SHRINK_SLOW_TESTS=1` the full pipelines (`pipelines/lowrank-*.toml`) and
 //! their targets, and the tract latency of the three conv forms.
 
-use std::path::{Path, PathBuf};
-
 use proptest::prelude::*;
 use shrink_graph::builder::{attr_int, attr_ints, tensor_info};
 use shrink_graph::{DataType, Dim, Graph, Model, Op, Tensor, ValueRef};
@@ -16,15 +14,7 @@ use shrink_pipeline::{Pipeline, RunOptions};
 use shrink_stage::NoProgress;
 use shrink_verify::run_onnx;
 
-use crate::util::{Rng, model};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn slow() -> bool {
-    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
-}
+use crate::util::{Rng, model, root, skip_unless_slow};
 
 fn run(m: &Model, input: &[f32], dims: &[usize]) -> Vec<f32> {
     let t = shrink_verify::Tensor::from_shape::<f32>(dims, input).unwrap();
@@ -244,8 +234,7 @@ fn quick_svd_pipeline_on_lenet_300_100() {
 /// The full LeNet-300-100 pipeline: ≤ 0.3× params at ≤ 1.75 % test error in tract.
 #[test]
 fn lenet_300_100_pipeline_reaches_the_target() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let report = run_pipeline("lowrank-lenet-300-100.toml", &["verify.latency=false"]);
@@ -294,8 +283,7 @@ fn depthwise_separable_replacement_is_exact_for_separable_weights() {
 /// and a lower latency at batch 64, in tract.
 #[test]
 fn convnet_mix_pipeline_reaches_the_target() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let report = run_pipeline("lowrank-convnet-mix.toml", &[]);
@@ -315,8 +303,7 @@ fn convnet_mix_pipeline_reaches_the_target() {
 /// be faster than the original at batch 64: the reason the pipeline uses it.
 #[test]
 fn conv_forms_latency_in_tract() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let original = Model::load(root().join("fixtures/models/convnet-mix.onnx")).unwrap();

@@ -12,8 +12,10 @@ use shrink_pipeline::plugin::{Plugin, PluginError, list_kinds};
 use shrink_stage::{NoProgress, Stage, StageCx, StageError, StageReport};
 use shrink_verify::{InputSpec, Judge};
 
+use crate::util::root;
+
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    root()
 }
 
 /// The shared library of plugin crate `name`, built (with every plugin of
@@ -192,7 +194,7 @@ fn killed_run_resumes_at_stage_2_with_the_same_result() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = root();
     let lib = plugin_lib("shrink-plugin-fold-bn");
     let dir = crate::util::tempdir();
     let pipeline = |out: &Path| {

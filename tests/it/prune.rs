@@ -3,19 +3,11 @@
 //! ONNX, tract runs it), and with `SHRINK_SLOW_TESTS=1` the two full
 //! pipelines (`pipelines/prune-lenet-*.toml`) and their targets.
 
-use std::path::{Path, PathBuf};
-
 use shrink_graph::Model;
 use shrink_pipeline::{Pipeline, RunOptions};
 use shrink_stage::NoProgress;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn slow() -> bool {
-    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
-}
+use crate::util::{root, skip_unless_slow};
 
 /// Runs `pipelines/<file>` with its output in a temporary folder and extra `--set` overrides.
 fn run_pipeline(file: &str, extra: &[&str]) -> (shrink_pipeline::Report, Model, tempfile::TempDir) {
@@ -98,8 +90,7 @@ fn quick_magnitude_pipeline_on_lenet_300_100() {
 /// The full LeNet-300-100 pipeline: ≤ 8.5 % non-zeros at ≤ 1.70 % test error in tract.
 #[test]
 fn lenet_300_100_pipeline_reaches_deep_compression() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let (report, _, _out) = run_pipeline("prune-lenet-300-100.toml", &[]);
@@ -113,8 +104,7 @@ fn lenet_300_100_pipeline_reaches_deep_compression() {
 /// The full LeNet-5 pipeline: ≤ 8.5 % non-zeros at ≤ 0.81 % test error in tract.
 #[test]
 fn lenet_5_pipeline_reaches_deep_compression() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let (report, _, _out) = run_pipeline("prune-lenet-5.toml", &[]);

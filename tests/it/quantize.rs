@@ -4,7 +4,7 @@
 //! model-sized pipelines (`pipelines/quantize-*.toml`) and their targets.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
 use shrink_graph::{DataType, Model, NodeKind};
@@ -14,9 +14,7 @@ use shrink_stage::{NoProgress, StageCx, StageReport};
 use shrink_train::{Executor, FineTune, LrPlan, OptimizerKind};
 use shrink_verify::{InputSpec, Judge, evaluate};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use crate::util::{root, skip_unless_slow};
 
 fn fixture(name: &str) -> Model {
     Model::load(root().join("fixtures").join("models").join(format!("{name}.onnx"))).unwrap()
@@ -26,10 +24,6 @@ fn mnist(split: Split, layout: Layout) -> InMemoryDataset {
     let pre = Preprocess { layout, ..Preprocess::default() };
     let dirs = shrink_data::DataDirs { data_dir: Some(root().join("fixtures").join("data")), cache_dir: None };
     shrink_data::load_builtin_from(&dirs, "mnist", split, &pre).unwrap()
-}
-
-fn slow() -> bool {
-    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
 }
 
 /// Runs a `quantize` stage table on `model`, then checks the graph and
@@ -296,8 +290,7 @@ fn run_pipeline(file: &str, model: Option<&Path>) -> (shrink_pipeline::Report, M
 /// BinaryConnect on LeNet-300-100 (fc1, fc2 binary): test error ≤ 2.0 % in tract.
 #[test]
 fn binary_lenet_300_100_pipeline_reaches_two_percent() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let (report, _) = run_pipeline("quantize-binary-lenet-300-100.toml", None);
@@ -308,8 +301,7 @@ fn binary_lenet_300_100_pipeline_reaches_two_percent() {
 /// Linear 4-bit per-channel with QAT on LeNet-5: drop ≤ 0.5 pp in tract.
 #[test]
 fn linear4_lenet_5_pipeline_drops_at_most_half_a_point() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let (report, _) = run_pipeline("quantize-linear4-lenet-5.toml", None);
@@ -344,8 +336,7 @@ fn pruned_lenet_300_100() -> Model {
 /// one of ≤ 64 centroids per layer, zeros kept.
 #[test]
 fn kmeans_6bit_on_pruned_lenet_300_100_stays_within_a_tenth_of_a_point() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let pruned = pruned_lenet_300_100();

@@ -5,7 +5,7 @@
 //! and biases, BN γ and β): the outputs must agree within 1e-5. Also the group
 //! partition of convnet-mix, and (with `SHRINK_SLOW_TESTS=1`) the stage on it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use shrink_graph::builder::{attr_int, attr_ints, tensor_info};
 use shrink_graph::groups::{ChannelGroups, Rewrite, channel_groups};
@@ -13,10 +13,10 @@ use shrink_graph::{DataType, Dim, Graph, Model, NodeKind, Op, Tensor, ValueRef, 
 use shrink_prune::structured::remove_channels;
 use shrink_verify::run_onnx;
 
-use crate::util::{Rng, linear, model, relu};
+use crate::util::{Rng, linear, model, relu, root, skip_unless_slow};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("fixtures")
+    root().join("fixtures")
 }
 
 struct B {
@@ -531,18 +531,13 @@ fn iterative_steps_with_finetune() {
     assert!(out[0].iter().all(|v| v.is_finite()));
 }
 
-fn slow() -> bool {
-    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
-}
-
 /// (slow) The stage on convnet-mix without fine-tuning: every prunable group
 /// shrinks to its rounded count (residual, depthwise, concat branches
 /// included), BN statistics are re-estimated, and the trainer and tract agree
 /// on the pruned model.
 #[test]
 fn stage_on_convnet_mix() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let m = Model::load(fixtures().join("models/convnet-mix.onnx")).unwrap();

@@ -2,7 +2,7 @@
 //! `SHRINK_SLOW_TESTS=1`) training LeNet-300-100 from a random init and
 //! fine-tuning under a 90 % pruning mask, judged by tract after write-back.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,18 +11,16 @@ use shrink_graph::{DataType, Model, NodeKind};
 use shrink_train::{Executor, FineTune, HostTensor, LrPlan, LrSchedule, NoProgress, OptimizerKind};
 use shrink_verify::{InputSpec, Judge, evaluate};
 
+use crate::util::{root, skip_unless_slow};
+
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("fixtures")
+    root().join("fixtures")
 }
 
 fn mnist(split: Split, layout: Layout) -> InMemoryDataset {
     let pre = Preprocess { layout, ..Preprocess::default() };
     let dirs = shrink_data::DataDirs { data_dir: Some(fixtures().join("data")), cache_dir: None };
     shrink_data::load_builtin_from(&dirs, "mnist", split, &pre).unwrap()
-}
-
-fn slow() -> bool {
-    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
 }
 
 /// Every fixture (3 models x 2 exporters): the trainer's forward equals
@@ -87,8 +85,7 @@ fn split(data: InMemoryDataset) -> (Subset, Subset) {
 /// most 2.5 % MNIST test error in 3 epochs, measured by tract after write-back.
 #[test]
 fn lenet_300_100_trains_from_scratch() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let mut model = Model::load(fixtures().join("models").join("lenet-300-100.onnx")).unwrap();
@@ -144,8 +141,7 @@ fn lenet_300_100_trains_from_scratch() {
 /// zero through one epoch of fine-tuning; tract reads them as zero after write-back.
 #[test]
 fn mask_keeps_ninety_percent_zero_through_an_epoch() {
-    if !slow() {
-        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    if skip_unless_slow() {
         return;
     }
     let mut model = Model::load(fixtures().join("models").join("lenet-300-100.onnx")).unwrap();

@@ -101,3 +101,21 @@ pub fn shrink_bin() -> PathBuf {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// The workspace root (fixtures, pipelines).
+pub fn root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Whether the slow, model-sized checks run (`SHRINK_SLOW_TESTS=1`).
+pub fn slow() -> bool {
+    std::env::var_os("SHRINK_SLOW_TESTS").is_some_and(|v| v == "1")
+}
+
+/// For a slow test's first line: true (after saying so) when it should skip.
+pub fn skip_unless_slow() -> bool {
+    if !slow() {
+        eprintln!("skipped: set SHRINK_SLOW_TESTS=1");
+    }
+    !slow()
+}

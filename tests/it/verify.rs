@@ -1,16 +1,16 @@
 //! tract as the judge: fixture accuracy against the figures the export
 //! scripts recorded, `compare` of a model with itself, shape mismatches.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use shrink_data::{InMemoryDataset, Layout, Preprocess, RawArray, Split, Values};
 use shrink_graph::Model;
 use shrink_verify::{CompareReport, InputSpec, Judge, LatencyConfig, VerifyError, evaluate, latency, size};
 
-use crate::util::{lenet_300_100, shrink_bin};
+use crate::util::{lenet_300_100, root, shrink_bin};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("fixtures")
+    root().join("fixtures")
 }
 
 fn mnist_test(layout: Layout) -> InMemoryDataset {
