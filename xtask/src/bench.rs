@@ -310,10 +310,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             write_section(&root.join("BENCHMARKS.md"), b.name, &body)?;
             if b.name == PICTURE.0 {
                 let svg = root.join(&out).join("report.svg");
-                let dest = root.join(PICTURE.1);
-                let tmp = dest.with_extension("svg.tmp");
-                std::fs::copy(&svg, &tmp).with_context(|| format!("copying {}", svg.display()))?;
-                std::fs::rename(&tmp, &dest).with_context(|| format!("writing {}", dest.display()))?;
+                let text = std::fs::read_to_string(&svg).with_context(|| format!("reading {}", svg.display()))?;
+                write_atomic(&root.join(PICTURE.1), &text)?;
                 println!("bench {}: wrote {}", b.name, PICTURE.1);
             }
         }

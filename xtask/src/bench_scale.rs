@@ -19,10 +19,6 @@ const STEPS: &[&str] = &["load", "info", "quantize", "save"];
 const MAX_LOAD_SAVE_SECS: f64 = 2.0;
 const MAX_PEAK_OVER_WEIGHTS: f64 = 3.0;
 
-fn field(line: &str, key: &str) -> Option<f64> {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -50,13 +46,13 @@ fn parse(stdout: &str) -> anyhow::Result<Run> {
             .lines()
             .find(|l| l.starts_with(&format!("step={name} ")))
             .with_context(|| format!("no `step={name}` line in the output of the scale example"))?;
-        let secs = field(line, "secs").with_context(|| format!("step {name}: no secs"))?;
-        let peak = field(line, "peak_rss_mb").with_context(|| format!("step {name}: no peak_rss_mb"))?;
+        let secs = crate::num(line, "secs").with_context(|| format!("step {name}: no secs"))?;
+        let peak = crate::num(line, "peak_rss_mb").with_context(|| format!("step {name}: no peak_rss_mb"))?;
         hwm_reset &= line.contains("hwm_reset=yes");
         steps.push((secs, peak));
     }
     let total = stdout.lines().find(|l| l.starts_with("total ")).context("no `total` line")?;
-    let get = |k: &str| field(total, k).with_context(|| format!("total line: no {k}"));
+    let get = |k: &str| crate::num(total, k).with_context(|| format!("total line: no {k}"));
     Ok(Run {
         steps,
         load_save: get("load_save_secs")?,

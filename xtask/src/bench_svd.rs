@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::Context;
 
-use crate::project_root;
+use crate::{field, num, project_root};
 
 const MANIFEST: &str = "crates/stages/shrink-lowrank/svd-bench/Cargo.toml";
 /// A nalgebra SVD predicted (by n³ from the previous shape) to run longer is skipped.
@@ -23,14 +23,6 @@ const SETS: &[(&str, &[&str])] = &[
     ("f64", &["64x576", "300x784", "512", "1024", "2048", "4096"]),
     ("f32", &["64x576", "300x784", "512", "1024", "2048"]),
 ];
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-}
-
-fn num(line: &str, key: &str) -> Option<f64> {
-    field(line, key).and_then(|v| v.parse().ok())
-}
 
 /// Runs `bin` with `args`, echoing its output, and returns its `svd ` lines.
 fn run_bench(bin: &Path, args: &[String]) -> anyhow::Result<Vec<String>> {

@@ -13,10 +13,6 @@ use crate::{cache_dir, project_root};
 const MODELS: &[&str] = &["lenet-300-100", "lenet-5"];
 const THREADS: &[usize] = &[1, 2];
 
-fn field(line: &str, key: &str) -> Option<f64> {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
-}
-
 fn output_line(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     anyhow::ensure!(out.status.success(), "{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -52,8 +48,8 @@ pub(crate) fn train() -> anyhow::Result<()> {
             let line = output_line(
                 Command::new(&bin).current_dir(&root).arg(&file).env("RAYON_NUM_THREADS", threads.to_string()),
             )?;
-            let ours = field(&line, "steps_per_s").context("steps_per_s")?;
-            let rss = field(&line, "peak_rss_mb").unwrap_or(f64::NAN);
+            let ours = crate::num(&line, "steps_per_s").context("steps_per_s")?;
+            let rss = crate::num(&line, "peak_rss_mb").unwrap_or(f64::NAN);
             let torch = match &python {
                 Some(py) => {
                     let l = output_line(Command::new(py).arg(&script).args([
@@ -62,7 +58,7 @@ pub(crate) fn train() -> anyhow::Result<()> {
                         "--threads",
                         &threads.to_string(),
                     ]))?;
-                    field(&l, "steps_per_s")
+                    crate::num(&l, "steps_per_s")
                 }
                 None => None,
             };

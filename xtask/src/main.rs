@@ -70,6 +70,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The workspace root (xtask lives one level below it).
+/// The value of `key=value` in a whitespace-separated line of a bench
+/// program's output (`svd shape=64x576 secs=0.0014`).
+pub(crate) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// [`field`] as a number.
+pub(crate) fn num(line: &str, key: &str) -> Option<f64> {
+    field(line, key).and_then(|v| v.parse().ok())
+}
+
 pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }

@@ -129,8 +129,9 @@ impl Executor {
         let parallel = rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none();
         let serial = if parallel && !halves && self.serial_step_work(n) { serial_pool() } else { None };
         if let Some(pool) = serial {
-            // A small graph without a Conv (an MLP at batch 64): gemm's threads cost
-            // more than they save here (LeNet-300-100 ran 560 steps/s on 2 threads
+            // A small step that does not split into halves (an MLP at batch 64; also a
+            // conv graph's odd or under-32 batch, weighed by its weights alone): gemm's
+            // threads cost more than they save here (LeNet-300-100 ran 560 steps/s on 2 threads
             // against 741 on 1, `cargo xtask bench train`), so the step runs on a
             // one-thread pool: no parallel region, one hop to its thread per step.
             pool.install(|| step(self))
@@ -228,8 +229,10 @@ impl Executor {
 /// of a small batch do too little work to pay for the second thread.
 pub(crate) const SPLIT_MIN_BATCH: usize = 32;
 
-/// Below this many multiply-accumulates per step (weights × batch), a step of a
-/// graph without a Conv runs on one thread (see [`Executor::train_step`]).
+/// Below this many multiply-accumulates per step (weights × batch), a step that
+/// does not split into half-batches runs on one thread (see
+/// [`Executor::train_step`]). For a graph without a Conv, weights × batch is its
+/// MACs; a conv graph gets here only with a batch too small or odd to split.
 /// LeNet-300-100 at batch 64 is 17 M; gemm itself goes parallel from 7 M.
 const SERIAL_STEP_MACS: usize = 64 << 20;
 

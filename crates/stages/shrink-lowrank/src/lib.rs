@@ -28,11 +28,8 @@
 //! untouched; at full rank the factorised layer computes the original (up to
 //! float rounding: a property test runs both in tract); the SVD runs in f64.
 //!
-//! SVD speed, f64, one thread (`cargo xtask bench svd`, BENCHMARKS.md): nalgebra 0.34 vs faer 0.24
-//! take 6.0 vs 1.4 ms at 64×576, 145 vs 25 ms at 300×784, 7.2 vs 0.45 s at 1024², 1298 vs 72 s at 4096².
-//! The stage uses faer: real layers are large (a VGG FC layer is 4096×25088, ResNet-50's reshaped convs
-//! reach 512×4608), where nalgebra takes minutes to hours; every faer call is sequential (`Par::Seq`), and
-//! each singular pair is signed so that the largest-magnitude entry of its left vector is positive.
+//! The SVD is faer's, sequential, with fixed signs; `svd.rs` says why (its
+//! speed against nalgebra, `cargo xtask bench svd`).
 //!
 //! Report: per layer, rank (and the full rank), params and MACs before and
 //! after, the reconstruction error ‖W − W_k‖/‖W‖ of the factorisation before
