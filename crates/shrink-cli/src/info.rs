@@ -85,7 +85,7 @@ pub(crate) fn render(path: &Path, s: &ModelSummary) -> String {
             match l.macs {
                 Some(m) => group(m),
                 // a MAC op whose shapes could not be derived, or an op that does none
-                None if matches!(l.op.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul") => "?".into(),
+                None if l.is_layer => "?".into(),
                 None => "-".into(),
             },
             group(l.bytes),

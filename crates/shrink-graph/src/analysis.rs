@@ -38,6 +38,10 @@ pub struct LayerInfo {
     pub params: u64,
     pub bytes: u64,
     pub macs: Option<u64>,
+    /// A multiply-accumulate layer (Conv, ConvTranspose, Gemm, MatMul): its
+    /// MACs are expected to be known.
+    #[serde(skip)]
+    pub is_layer: bool,
 }
 
 /// The whole model at a glance.
@@ -142,7 +146,7 @@ pub fn summarize(model: &Model) -> ModelSummary {
         let op = g.op(id).unwrap();
         let key = if op.is_onnx() { op.op_type.clone() } else { format!("{}:{}", op.domain, op.op_type) };
         *hist.entry(key).or_default() += 1;
-        if op.op_type == "Constant" {
+        if crate::op::is_constant(op) {
             if let Some(t) = g.weight(ValueRef(id, 0)) {
                 count_weight(ValueRef(id, 0), t);
             }
@@ -155,6 +159,7 @@ pub fn summarize(model: &Model) -> ModelSummary {
             params: 0,
             bytes: 0,
             macs: None,
+            is_layer: false,
         };
         for v in g.op_inputs(id).into_iter().flatten() {
             if let Some(t) = g.weight(v)
@@ -165,43 +170,20 @@ pub fn summarize(model: &Model) -> ModelSummary {
                 info.bytes += t.nbytes();
             }
         }
-        let in_shape = |i: usize| g.input(id, i).and_then(|v| shapes.get(v));
-        let out_shape = shapes.get(ValueRef(id, 0));
+        let kind = crate::op::kind(op);
         let known = |s: &Shape| s.iter().map(Dim::known).collect::<Option<Vec<u64>>>();
-        let prod = |v: &[u64]| v.iter().try_fold(1u64, |a, &b| a.checked_mul(b));
-        let macs = match op.op_type.as_str() {
-            // N * C_out * spatial_out * (C_in / group) * kernel = out elements * prod(W.dims[1..])
-            "Conv" => out_shape
-                .and_then(known)
-                .zip(in_shape(1).and_then(known))
-                .and_then(|(o, w)| prod(&o)?.checked_mul(prod(&w[1..])?)),
-            // every input element is scattered through the whole kernel: in elements * prod(W.dims[1..])
-            "ConvTranspose" => in_shape(0)
-                .and_then(known)
-                .zip(in_shape(1).and_then(known))
-                .and_then(|(x, w)| prod(&x)?.checked_mul(prod(&w[1..])?)),
-            "Gemm" => in_shape(0).and_then(known).zip(out_shape.and_then(known)).and_then(|(a, o)| {
-                let k = if op.attr_int("transA") == Some(1) { a[0] } else { *a.get(1)? };
-                prod(&o)?.checked_mul(k)
-            }),
-            "MatMul" => in_shape(0)
-                .and_then(known)
-                .zip(out_shape.and_then(known))
-                .and_then(|(a, o)| prod(&o)?.checked_mul(*a.last()?)),
-            _ => None,
-        };
-        info.macs = macs;
-        let does_macs = matches!(op.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul");
+        let input = |i: usize| g.input(id, i).and_then(|v| shapes.get(v)).and_then(known);
+        let cx = crate::op::MacCx { input: &input, output: shapes.get(ValueRef(id, 0)).and_then(known) };
+        info.macs = kind.as_ref().and_then(|k| k.rules().macs(&cx));
+        let does_macs = kind.as_ref().is_some_and(crate::op::OpKind::is_layer);
+        info.is_layer = does_macs;
         if info.params > 0 || does_macs {
             layers.push(info);
         }
     }
     let mut op_histogram: Vec<(String, usize)> = hist.into_iter().collect();
     op_histogram.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let macs_unknown = layers
-        .iter()
-        .filter(|l| l.macs.is_none() && matches!(l.op.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul"))
-        .count();
+    let macs_unknown = layers.iter().filter(|l| l.macs.is_none() && l.is_layer).count();
     ModelSummary {
         ir_version: model.meta.ir_version,
         producer: format!("{} {}", model.meta.producer_name, model.meta.producer_version).trim().to_string(),

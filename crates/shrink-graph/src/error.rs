@@ -34,6 +34,8 @@ pub enum GraphError {
     Tensor { tensor: String, reason: String },
     #[error("tensor `{tensor}`: external data: {reason}")]
     ExternalData { tensor: String, reason: String },
+    #[error("node `{node}` ({op}): {reason}")]
+    Attribute { node: String, op: String, reason: String },
     #[error("invalid graph at {node}: {reason}")]
     Invalid { node: String, reason: String },
 }

@@ -290,7 +290,7 @@ impl Graph {
     pub fn weight(&self, v: ValueRef) -> Option<&Tensor> {
         match &self.g[v.0] {
             NodeKind::Weight(w) => Some(&w.tensor),
-            NodeKind::Op(op) if op.op_type == "Constant" && op.is_onnx() && v.1 == 0 => {
+            NodeKind::Op(op) if crate::op::is_constant(op) && v.1 == 0 => {
                 op.attr("value").and_then(|a| a.t.as_ref()).map(Tensor::from_proto_ref)
             }
             _ => None,

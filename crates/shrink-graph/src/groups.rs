@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use crate::graph::{Graph, NodeId, NodeKind, Op, ValueRef};
+use crate::op::OpKind;
 use crate::shape::{Dim, declared_shape, infer_shapes};
 
 /// The classes along the channel axis of one value.
@@ -170,14 +171,14 @@ fn op_label(graph: &Graph, id: NodeId) -> String {
 
 /// Union-find over channel classes, each root with an optional blocked reason.
 #[derive(Default)]
-struct Classes {
+pub(crate) struct Classes {
     parent: Vec<usize>,
     blocked: Vec<Option<String>>,
     producer: Vec<Option<NodeId>>,
 }
 
 impl Classes {
-    fn fresh(&mut self, n: usize, producer: Option<NodeId>, blocked: Option<String>) -> Vec<usize> {
+    pub(crate) fn fresh(&mut self, n: usize, producer: Option<NodeId>, blocked: Option<String>) -> Vec<usize> {
         let start = self.parent.len();
         for i in 0..n {
             self.parent.push(start + i);
@@ -187,7 +188,7 @@ impl Classes {
         (start..start + n).collect()
     }
 
-    fn find(&mut self, mut x: usize) -> usize {
+    pub(crate) fn find(&mut self, mut x: usize) -> usize {
         while self.parent[x] != x {
             self.parent[x] = self.parent[self.parent[x]];
             x = self.parent[x];
@@ -195,7 +196,7 @@ impl Classes {
         x
     }
 
-    fn union(&mut self, a: usize, b: usize) {
+    pub(crate) fn union(&mut self, a: usize, b: usize) {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra != rb {
             self.parent[rb] = ra;
@@ -205,7 +206,7 @@ impl Classes {
         }
     }
 
-    fn block(&mut self, classes: &[usize], reason: &str) {
+    pub(crate) fn block(&mut self, classes: &[usize], reason: &str) {
         for &c in classes {
             let r = self.find(c);
             if self.blocked[r].is_none() {
@@ -215,67 +216,41 @@ impl Classes {
     }
 }
 
-const UNARY: &[&str] = &[
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Gelu",
-    "Softplus",
-    "Softsign",
-    "Mish",
-    "Clip",
-    "Identity",
-    "Dropout",
-    "Neg",
-    "Abs",
-    "Exp",
-    "Sqrt",
-    "Erf",
-    "Cast",
-];
-const POOLS: &[&str] = &["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"];
-const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Max", "Min"];
-
-struct Walk<'a> {
-    g: &'a Graph,
-    shapes: crate::shape::Shapes,
-    cls: Classes,
-    lay: HashMap<ValueRef, Layout>,
-    rewrites: Vec<Rewrite>,
-    members: Vec<(NodeId, Role, ValueRef)>,
+/// The walk over the ops: what each op family's channel rule
+/// ([`crate::op`]) reads and writes.
+pub(crate) struct Walk<'a> {
+    pub(crate) g: &'a Graph,
+    pub(crate) shapes: crate::shape::Shapes,
+    pub(crate) cls: Classes,
+    pub(crate) lay: HashMap<ValueRef, Layout>,
+    pub(crate) rewrites: Vec<Rewrite>,
+    pub(crate) members: Vec<(NodeId, Role, ValueRef)>,
 }
 
 impl Walk<'_> {
-    fn rank_of(&self, v: ValueRef) -> Option<usize> {
+    pub(crate) fn rank_of(&self, v: ValueRef) -> Option<usize> {
         self.shapes.get(v).map(Vec::len)
     }
 
-    fn dims_of(&self, v: ValueRef) -> Option<Vec<u64>> {
+    pub(crate) fn dims_of(&self, v: ValueRef) -> Option<Vec<u64>> {
         self.shapes.get(v).and_then(|s| s.iter().map(Dim::known).collect())
     }
 
-    fn block_value(&mut self, v: ValueRef, reason: &str) {
+    pub(crate) fn block_value(&mut self, v: ValueRef, reason: &str) {
         if let Some(l) = self.lay.get(&v) {
             let c = l.classes.clone();
             self.cls.block(&c, reason);
         }
     }
 
-    fn block_inputs(&mut self, id: NodeId, reason: &str) {
+    pub(crate) fn block_inputs(&mut self, id: NodeId, reason: &str) {
         for v in self.g.op_inputs(id).into_iter().flatten() {
             self.block_value(v, reason);
         }
     }
 
     /// Gives every output of `id` a fresh blocked layout when its channel count is known.
-    fn fresh_blocked_outputs(&mut self, id: NodeId, reason: &str) {
+    pub(crate) fn fresh_blocked_outputs(&mut self, id: NodeId, reason: &str) {
         let n = self.g.op(id).map(|o| o.outputs.len()).unwrap_or(0);
         for slot in 0..n {
             let v = ValueRef(id, slot);
@@ -289,7 +264,7 @@ impl Walk<'_> {
         }
     }
 
-    fn unknown(&mut self, id: NodeId, reason: &str) {
+    pub(crate) fn unknown(&mut self, id: NodeId, reason: &str) {
         let reason = if reason.is_empty() {
             let op = self.g.op(id).map(|o| format!("`{}` ({})", o.label(), o.op_type)).unwrap_or_default();
             format!("op {op} reads a value the channel analysis does not follow")
@@ -300,248 +275,45 @@ impl Walk<'_> {
         self.fresh_blocked_outputs(id, &reason);
     }
 
-    fn member(&mut self, op: NodeId, role: Role, v: ValueRef) {
+    pub(crate) fn member(&mut self, op: NodeId, role: Role, v: ValueRef) {
         self.members.push((op, role, v));
     }
 
-    fn is_const(&self, v: Option<ValueRef>) -> bool {
+    pub(crate) fn is_const(&self, v: Option<ValueRef>) -> bool {
         v.is_some_and(|v| self.g.weight(v).is_some())
     }
 
-    fn const_dims(&self, v: ValueRef) -> Option<Vec<i64>> {
+    pub(crate) fn const_dims(&self, v: ValueRef) -> Option<Vec<i64>> {
         self.g.weight(v).map(|t| t.dims().to_vec())
     }
 
-    fn const_ints(&self, v: Option<ValueRef>) -> Option<Vec<i64>> {
+    pub(crate) fn const_ints(&self, v: Option<ValueRef>) -> Option<Vec<i64>> {
         v.and_then(|v| self.g.weight(v)).and_then(|t| t.to_i64().ok())
     }
 
-    fn producer(&mut self, id: NodeId, out: ValueRef, n: usize, axis: usize, rank: usize) -> Vec<usize> {
+    pub(crate) fn producer(&mut self, id: NodeId, out: ValueRef, n: usize, axis: usize, rank: usize) -> Vec<usize> {
         let classes = self.cls.fresh(n, Some(id), None);
         self.lay.insert(out, Layout { classes: classes.clone(), axis, rank, inner: 1 });
         self.member(id, Role::Producer, out);
         classes
     }
 
-    fn op(&mut self, id: NodeId, op: &Op) {
-        let g = self.g;
-        let ins = g.op_inputs(id);
-        let x = ins.first().copied().flatten();
-        let xl = x.and_then(|x| self.lay.get(&x).cloned());
-        let out = ValueRef(id, 0);
-        let t = op.op_type.as_str();
-        if !op.is_onnx() {
-            return self.unknown(id, &format!("custom op `{}` ({}:{t})", op.label(), op.domain));
-        }
-        match t {
-            "Conv" => {
-                let w = ins.get(1).copied().flatten();
-                let Some(wd) = w.and_then(|w| self.const_dims(w)) else {
-                    return self.unknown(id, &format!("conv `{}` has a computed weight", op.label()));
-                };
-                let bias_ok = ins.get(2).copied().flatten().is_none_or(|b| self.is_const(Some(b)));
-                let group = op.attr_int("group").unwrap_or(1);
-                let cout = wd.first().copied().unwrap_or(0) as usize;
-                let rank = wd.len();
-                if !bias_ok || rank < 3 {
-                    return self.unknown(id, &format!("conv `{}` has a computed bias", op.label()));
-                }
-                if let (Some(l), Some(x)) = (&xl, x)
-                    && (l.axis != 1 || l.inner != 1)
-                {
-                    self.block_value(x, &format!("conv `{}` reads an unexpected layout", op.label()));
-                }
-                let xl = xl.filter(|l| l.axis == 1 && l.inner == 1);
-                if group == 1 {
-                    if let (Some(l), Some(x)) = (&xl, x) {
-                        if l.classes.len() as i64 == wd[1] {
-                            self.rewrites.push(Rewrite::Slice { op: id, slot: 1, axis: 1, layout_of: x });
-                            self.member(id, Role::Consumer, x);
-                        } else {
-                            self.block_value(x, "conv input channels do not match its weight");
-                        }
-                    }
-                    self.producer(id, out, cout, 1, rank);
-                    self.rewrites.push(Rewrite::Slice { op: id, slot: 1, axis: 0, layout_of: out });
-                    if ins.get(2).copied().flatten().is_some() {
-                        self.rewrites.push(Rewrite::Slice { op: id, slot: 2, axis: 0, layout_of: out });
-                    }
-                } else if let (Some(l), Some(_)) = (&xl, x)
-                    && group as usize == l.classes.len()
-                    && cout == l.classes.len()
-                    && wd[1] == 1
-                {
-                    // depthwise: channel c in, channel c out
-                    self.lay.insert(out, Layout { classes: l.classes.clone(), axis: 1, rank, inner: 1 });
-                    self.member(id, Role::Depthwise, out);
-                    self.rewrites.push(Rewrite::Slice { op: id, slot: 1, axis: 0, layout_of: out });
-                    if ins.get(2).copied().flatten().is_some() {
-                        self.rewrites.push(Rewrite::Slice { op: id, slot: 2, axis: 0, layout_of: out });
-                    }
-                    self.rewrites.push(Rewrite::Group { op: id, layout_of: out });
-                } else {
-                    self.unknown(id, &format!("grouped conv `{}` (group {group}) is not depthwise", op.label()));
-                }
-            }
-            "Gemm" | "MatMul" => {
-                let w = ins.get(1).copied().flatten();
-                let Some(wd) = w.and_then(|w| self.const_dims(w)) else {
-                    return self.unknown(id, &format!("{t} `{}` has no constant weight", op.label()));
-                };
-                let (trans_a, trans_b) = if t == "Gemm" {
-                    (op.attr_int("transA").unwrap_or(0) != 0, op.attr_int("transB").unwrap_or(0) != 0)
-                } else {
-                    (false, false)
-                };
-                let xrank = xl.as_ref().map(|l| l.rank).or_else(|| x.and_then(|x| self.rank_of(x)));
-                if wd.len() != 2 || trans_a || xrank.is_none() || (t == "Gemm" && xrank != Some(2)) {
-                    return self.unknown(id, &format!("{t} `{}`: unsupported layout", op.label()));
-                }
-                let xrank = xrank.unwrap_or(2);
-                let (in_axis, out_axis) = if trans_b { (1, 0) } else { (0, 1) };
-                if let (Some(l), Some(x)) = (&xl, x) {
-                    if l.axis == xrank - 1 && (l.classes.len() * l.inner) as i64 == wd[in_axis] {
-                        self.rewrites.push(Rewrite::Slice { op: id, slot: 1, axis: in_axis, layout_of: x });
-                        self.member(id, Role::Consumer, x);
-                    } else {
-                        self.block_value(x, &format!("{t} `{}` reads another axis", op.label()));
-                    }
-                }
-                let cout = wd[out_axis] as usize;
-                self.producer(id, out, cout, xrank - 1, xrank);
-                self.rewrites.push(Rewrite::Slice { op: id, slot: 1, axis: out_axis, layout_of: out });
-                if t == "Gemm"
-                    && let Some(c) = ins.get(2).copied().flatten()
-                {
-                    match self.const_dims(c) {
-                        Some(cd) if cd.last().copied().unwrap_or(1) == 1 => {}
-                        Some(cd) if cd.last().copied() == Some(cout as i64) && cd.len() <= 2 => {
-                            let axis = cd.len() - 1;
-                            self.rewrites.push(Rewrite::Slice { op: id, slot: 2, axis, layout_of: out });
-                        }
-                        _ => self.block_value(out, &format!("gemm `{}` has an unsupported bias", op.label())),
-                    }
-                }
-            }
-            "BatchNormalization" | "InstanceNormalization" => {
-                let (Some(l), Some(x)) = (xl, x) else {
-                    return self.unknown(id, "normalization of an untracked value");
-                };
-                let n = if t == "BatchNormalization" { 5 } else { 3 };
-                let ok = l.axis == 1
-                    && l.inner == 1
-                    && (1..n).all(|s| {
-                        ins.get(s).copied().flatten().and_then(|v| self.const_dims(v))
-                            == Some(vec![l.classes.len() as i64])
-                    });
-                if !ok || op.outputs.len() > 1 {
-                    return self
-                        .unknown(id, &format!("{t} `{}` has non-constant or training-mode parameters", op.label()));
-                }
-                for s in 1..n {
-                    self.rewrites.push(Rewrite::Slice { op: id, slot: s, axis: 0, layout_of: x });
-                }
-                self.member(id, Role::PerChannel, x);
-                self.lay.insert(out, l);
-            }
-            _ if UNARY.contains(&t) => {
-                let Some(l) = xl else { return self.unknown(id, "") };
-                // extra inputs (Clip min/max, PRelu slope) must be scalars or per-channel constants
-                for (s, v) in ins.iter().enumerate().skip(1) {
-                    let Some(v) = *v else { continue };
-                    if !self.const_operand(id, s, v, &l, x) {
-                        return self.unknown(id, &format!("{t} `{}` has an unsupported operand", op.label()));
-                    }
-                }
-                self.lay.insert(out, l);
-            }
-            _ if POOLS.contains(&t) => {
-                let Some(l) = xl else { return self.unknown(id, "") };
-                if l.axis != 1 || l.inner != 1 || op.outputs.len() > 1 {
-                    return self.unknown(id, &format!("pool `{}` on an unexpected layout", op.label()));
-                }
-                self.lay.insert(out, l);
-            }
-            _ if BINARY.contains(&t) => self.binary(id, op, &ins),
-            "Concat" => self.concat(id, op, &ins),
-            "Split" => self.split(id, op, &ins),
-            "Flatten" => {
-                let (Some(l), Some(x)) = (xl, x) else { return self.unknown(id, "") };
-                let axis = op.attr_int("axis").unwrap_or(1);
-                let axis = if axis < 0 { axis + l.rank as i64 } else { axis };
-                if axis != 1 || l.axis != 1 {
-                    return self.unknown(id, &format!("flatten `{}` mixes the channel axis", op.label()));
-                }
-                let Some(spatial) = self.spatial(x, out, &l) else {
-                    return self.unknown(id, &format!("flatten `{}`: input shape unknown", op.label()));
-                };
-                self.lay
-                    .insert(out, Layout { inner: l.inner * spatial as usize, axis: 1, rank: 2, classes: l.classes });
-            }
-            "Unsqueeze" | "Squeeze" => {
-                let (Some(l), Some(_)) = (xl, x) else { return self.unknown(id, "") };
-                let axes = op
-                    .attr_ints("axes")
-                    .map(<[i64]>::to_vec)
-                    .or_else(|| self.const_ints(ins.get(1).copied().flatten()));
-                let out_rank = self.rank_of(out);
-                let ok_axes = match (t, &axes, out_rank) {
-                    ("Unsqueeze", Some(a), Some(r)) => {
-                        a.iter().all(|&a| (if a < 0 { a + r as i64 } else { a }) > l.axis as i64)
-                    }
-                    ("Squeeze", Some(a), Some(_)) => {
-                        a.iter().all(|&a| (if a < 0 { a + l.rank as i64 } else { a }) > l.axis as i64)
-                    }
-                    _ => false,
-                };
-                if !ok_axes || l.inner != 1 {
-                    return self.unknown(id, &format!("{t} `{}` moves the channel axis", op.label()));
-                }
-                self.lay.insert(out, Layout { rank: out_rank.unwrap_or(l.rank), ..l });
-            }
-            "ReduceMean" | "ReduceMax" if op.outputs.len() == 1 => {
-                // a global pool written as a reduction over the axes after the channels
-                let Some(l) = xl else { return self.unknown(id, "") };
-                let axes = op
-                    .attr_ints("axes")
-                    .map(<[i64]>::to_vec)
-                    .or_else(|| self.const_ints(ins.get(1).copied().flatten()));
-                let keep = op.attr_int("keepdims").unwrap_or(1) != 0;
-                let ok = l.inner == 1
-                    && axes.as_ref().is_some_and(|a| {
-                        !a.is_empty() && a.iter().all(|&x| (if x < 0 { x + l.rank as i64 } else { x }) > l.axis as i64)
-                    });
-                if !ok {
-                    return self.unknown(id, &format!("{t} `{}` reduces the channel axis", op.label()));
-                }
-                let rank = if keep { l.rank } else { l.rank - axes.map_or(0, |a| a.len()) };
-                self.lay.insert(out, Layout { rank, ..l });
-            }
-            "Reshape" => self.reshape(id, op, &ins),
-            _ => {
-                let reason = format!("op `{}` ({t}) is not understood by the channel analysis", op.label());
-                self.unknown(id, &reason);
-            }
-        }
-    }
-
     /// Elements per channel of `x` (NCHW), which `Flatten` turns into `out`:
     /// from the inferred shape, else 1 after a global pool, else from the
     /// input features of the `Gemm`/`MatMul` that reads `out`.
-    fn spatial(&self, x: ValueRef, out: ValueRef, l: &Layout) -> Option<u64> {
+    pub(crate) fn spatial(&self, x: ValueRef, out: ValueRef, l: &Layout) -> Option<u64> {
         if let Some(d) = self.dims_of(x) {
             return Some(d[2..].iter().product());
         }
-        if self.g.op(x.0).is_some_and(|o| o.op_type.starts_with("Global")) {
+        if matches!(self.g.op(x.0).and_then(crate::op::kind), Some(OpKind::GlobalPool(_))) {
             return Some(1);
         }
         let c = (l.classes.len() * l.inner) as i64;
         self.g.consumers(out).into_iter().find_map(|(n, _)| {
-            let o = self.g.op(n)?;
+            let kind = self.g.op(n).and_then(crate::op::kind)?;
             let wd = self.const_dims(self.g.input(n, 1)?)?;
-            let f = match o.op_type.as_str() {
-                "Gemm" if o.attr_int("transB").unwrap_or(0) != 0 => *wd.get(1)?,
-                "Gemm" | "MatMul" => *wd.first()?,
+            let f = match kind {
+                OpKind::Gemm(_) | OpKind::MatMul(_) => *wd.get(kind.weight_in_axis(wd.len())?)?,
                 _ => return None,
             };
             (c > 0 && f % c == 0).then_some((f / c) as u64)
@@ -551,7 +323,14 @@ impl Walk<'_> {
     /// A constant operand of an element-wise op over `l`: fine when it
     /// broadcasts along the channel axis (size 1 or absent), a `Slice` rewrite
     /// when it holds one value per channel. False otherwise.
-    fn const_operand(&mut self, id: NodeId, slot: usize, v: ValueRef, l: &Layout, x: Option<ValueRef>) -> bool {
+    pub(crate) fn const_operand(
+        &mut self,
+        id: NodeId,
+        slot: usize,
+        v: ValueRef,
+        l: &Layout,
+        x: Option<ValueRef>,
+    ) -> bool {
         let Some(cd) = self.const_dims(v) else { return false };
         let r = cd.len();
         if r > l.rank {
@@ -577,7 +356,10 @@ impl Walk<'_> {
         }
     }
 
-    fn binary(&mut self, id: NodeId, op: &Op, ins: &[Option<ValueRef>]) {
+    /// Couples the channels of an element-wise op's operands position by
+    /// position; every operand that is not tracked must be a constant.
+    pub(crate) fn couple(&mut self, id: NodeId, op: &Op) {
+        let ins = self.g.op_inputs(id);
         let out = ValueRef(id, 0);
         let acts: Vec<(usize, ValueRef, Layout)> = ins
             .iter()
@@ -629,131 +411,6 @@ impl Walk<'_> {
         }
         self.lay.insert(out, result);
     }
-
-    fn concat(&mut self, id: NodeId, op: &Op, ins: &[Option<ValueRef>]) {
-        let out = ValueRef(id, 0);
-        let rank = self.rank_of(out).or_else(|| ins.iter().flatten().find_map(|v| self.lay.get(v).map(|l| l.rank)));
-        let Some(rank) = rank else { return self.unknown(id, "concat of unknown rank") };
-        let axis = op.attr_int("axis").unwrap_or(1);
-        let axis = if axis < 0 { axis + rank as i64 } else { axis } as usize;
-        let mut classes = Vec::new();
-        let mut inner = None;
-        let mut along = true;
-        let mut first: Option<Layout> = None;
-        for v in ins.iter() {
-            let Some(v) = *v else { continue };
-            let l = match self.lay.get(&v).cloned() {
-                Some(l) => l,
-                None => {
-                    // an untracked input (a constant, a graph input): its channels are blocked
-                    let Some(c) = self.shapes.get(v).and_then(|d| d.get(axis)).and_then(Dim::known) else {
-                        return self.unknown(id, "concat of an input of unknown size");
-                    };
-                    let classes = self.cls.fresh(c as usize, None, Some("concatenated with an untracked value".into()));
-                    Layout { classes, axis, rank, inner: 1 }
-                }
-            };
-            if l.axis != axis || l.rank != rank {
-                along = false;
-            }
-            if *inner.get_or_insert(l.inner) != l.inner {
-                return self.unknown(id, "concat of different feature blocks");
-            }
-            classes.extend(l.classes.iter().copied());
-            match &first {
-                None => first = Some(l),
-                Some(f) if !along => {
-                    if f.classes.len() != l.classes.len() {
-                        return self.unknown(id, "concat of different channel counts");
-                    }
-                    for (a, b) in f.classes.clone().iter().zip(&l.classes) {
-                        self.cls.union(*a, *b);
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        let Some(first) = first else { return self.unknown(id, "") };
-        if along {
-            self.lay.insert(out, Layout { classes, axis, rank, inner: inner.unwrap_or(1) });
-        } else {
-            self.lay.insert(out, first);
-        }
-    }
-
-    /// A `Reshape` that flattens `[N, C, ...]` to `[N, C·...]` (the flatten
-    /// PyTorch's dynamo exporter writes): like `Flatten`; a literal feature
-    /// count in the shape constant is rewritten. Any other reshape blocks.
-    fn reshape(&mut self, id: NodeId, op: &Op, ins: &[Option<ValueRef>]) {
-        let out = ValueRef(id, 0);
-        let blocked = format!("reshape `{}` changes the channel layout", op.label());
-        let x = ins.first().copied().flatten();
-        let (Some(x), Some(shape_v)) = (x, ins.get(1).copied().flatten()) else { return self.unknown(id, &blocked) };
-        let Some(l) = self.lay.get(&x).cloned() else { return self.unknown(id, &blocked) };
-        let Some(s) = self.const_ints(Some(shape_v)) else { return self.unknown(id, &blocked) };
-        let literal_zero = op.attr_int("allowzero").unwrap_or(0) != 0 && s.contains(&0);
-        if l.axis != 1 || l.inner != 1 || l.rank < 2 || s.len() != 2 || literal_zero {
-            return self.unknown(id, &blocked);
-        }
-        let c = l.classes.len() as i64;
-        let d = self.dims_of(x);
-        // elements per channel: from the shapes, else from a literal feature count, else from the reader
-        let spatial = match (&d, s[1]) {
-            (Some(d), _) => Some(d[2..].iter().product::<u64>()),
-            (None, f) if f > 0 && c > 0 && f % c == 0 => Some((f / c) as u64),
-            _ => self.spatial(x, out, &l),
-        };
-        let Some(spatial) = spatial else { return self.unknown(id, &blocked) };
-        let features = c * spatial as i64;
-        let batch_ok = |b: i64| b == 0 || d.as_ref().is_some_and(|d| b == d[0] as i64);
-        let rewrite = match (s[0], s[1]) {
-            (b, f) if f == features && (b == -1 || batch_ok(b)) => true,
-            (b, -1) if batch_ok(b) => false,
-            _ => return self.unknown(id, &blocked),
-        };
-        self.lay.insert(out, Layout { classes: l.classes, axis: 1, rank: 2, inner: spatial as usize });
-        if rewrite {
-            self.rewrites.push(Rewrite::ReshapeDim { op: id, index: 1, layout_of: out });
-        }
-    }
-
-    fn split(&mut self, id: NodeId, op: &Op, ins: &[Option<ValueRef>]) {
-        let x = ins.first().copied().flatten();
-        let Some((x, l)) = x.and_then(|x| self.lay.get(&x).cloned().map(|l| (x, l))) else {
-            return self.unknown(id, "");
-        };
-        let axis = op.attr_int("axis").unwrap_or(0);
-        let axis = if axis < 0 { axis + l.rank as i64 } else { axis } as usize;
-        if axis != l.axis {
-            for slot in 0..op.outputs.len() {
-                self.lay.insert(ValueRef(id, slot), l.clone());
-            }
-            return;
-        }
-        if l.inner != 1 {
-            return self.unknown(id, "split of feature blocks");
-        }
-        let sizes: Option<Vec<i64>> = op
-            .attr_ints("split")
-            .map(<[i64]>::to_vec)
-            .or_else(|| self.const_ints(ins.get(1).copied().flatten()))
-            .or_else(|| {
-                let n = op.outputs.len();
-                let c = l.classes.len();
-                (n > 0 && c % n == 0).then(|| vec![(c / n) as i64; n])
-            });
-        let Some(sizes) = sizes.filter(|s| s.iter().sum::<i64>() == l.classes.len() as i64) else {
-            return self.unknown(id, &format!("split `{}` with sizes that cannot be read", op.label()));
-        };
-        let mut off = 0usize;
-        for (slot, &n) in sizes.iter().enumerate() {
-            let part = l.classes[off..off + n as usize].to_vec();
-            off += n as usize;
-            self.lay.insert(ValueRef(id, slot), Layout { classes: part, ..l.clone() });
-        }
-        self.rewrites.push(Rewrite::SplitSizes { op: id, axis });
-        self.member(id, Role::Split, x);
-    }
 }
 
 /// Analyses the channel dependencies of `graph` (shapes are inferred with a
@@ -794,7 +451,7 @@ pub fn channel_groups(graph: &Graph) -> ChannelGroups {
     }
     for id in graph.ops() {
         let Some(op) = graph.op(id) else { continue };
-        if op.op_type == "Constant" && op.is_onnx() {
+        if crate::op::is_constant(op) {
             continue;
         }
         // an op reading a tracked value through a subgraph: block it
@@ -803,8 +460,17 @@ pub fn channel_groups(graph: &Graph) -> ChannelGroups {
         for v in implicit {
             w.block_value(v, "read by a subgraph");
         }
-        let op = op.clone();
-        w.op(id, &op);
+        match crate::op::parse(op) {
+            Ok(Some(kind)) => kind.rules().channels(&mut w, id, op),
+            Ok(None) if !op.is_onnx() => {
+                w.unknown(id, &format!("custom op `{}` ({}:{})", op.label(), op.domain, op.op_type));
+            }
+            Ok(None) => w.unknown(
+                id,
+                &format!("op `{}` ({}) is not understood by the channel analysis", op.label(), op.op_type),
+            ),
+            Err(e) => w.unknown(id, &e.to_string()),
+        }
     }
     for &o in graph.outputs() {
         if let Some(v) = graph.input(o, 0) {

@@ -30,6 +30,8 @@ pub mod groups;
 mod import;
 mod io;
 pub mod onnx;
+pub mod op;
+pub mod rewrite;
 mod shape;
 mod tensor;
 mod verify;

@@ -182,3 +182,57 @@ fn verify_names_the_broken_node() {
         "invalid graph at node `a` (Relu): is on a cycle: the graph has no topological order"
     );
 }
+
+#[test]
+fn reduce_shapes() {
+    let a = |keep: i64| vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", keep)];
+    assert_eq!(check(&[-1, 8, 4, 4], op("ReduceMean", a(1)), &[]), "[N, 8, 1, 1]");
+    assert_eq!(check(&[-1, 8, 4, 4], op("ReduceMean", a(0)), &[]), "[N, 8]");
+    // opset 18: axes from input 1
+    assert_eq!(check(&[-1, 8, 4, 4], op("ReduceSum", vec![]), &[Tensor::from_i64("a", &[1], &[-1])]), "[N, 8, 4, 1]");
+    // no axes: every axis
+    assert_eq!(check(&[2, 8], op("ReduceMax", vec![attr_int("keepdims", 0)]), &[]), "[]");
+}
+
+/// Crafted window attributes: an error naming the node, or an unknown shape;
+/// never an overflow (this test would panic in debug before).
+#[test]
+fn crafted_window_attributes_never_overflow() {
+    let huge = vec![attr_ints("kernel_shape", &[i64::MAX, i64::MAX]), attr_ints("dilations", &[i64::MAX, i64::MAX])];
+    assert_eq!(check(&[1, 8, 32, 32], op("MaxPool", huge.clone()), &[]), "unknown");
+    assert_eq!(check(&[1, 8, 32, 32], op("Conv", huge), &[w(&[4, 8, 3, 3])]), "unknown");
+    let pads = vec![attr_ints("kernel_shape", &[1, 1]), attr_ints("pads", &[i64::MAX, i64::MAX, i64::MAX, i64::MAX])];
+    assert_eq!(check(&[1, 8, 32, 32], op("MaxPool", pads), &[]), "unknown"); // 2^64 + 30 does not fit
+    let mut bad = op("Conv", vec![attr_ints("strides", &[0, 1])]);
+    bad.name = "conv7".into();
+    let e = crate::op::parse(&bad).unwrap_err().to_string();
+    assert_eq!(e, "node `conv7` (Conv): strides [0, 1]: every entry must be at least 1");
+    let neg = op("AveragePool", vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("pads", &[-1, 0, 0, 0])]);
+    assert!(crate::op::parse(&neg).unwrap_err().to_string().contains("pads [-1, 0, 0, 0]"));
+    let mismatch = op("MaxPool", vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2])]);
+    assert!(crate::op::parse(&mismatch).unwrap_err().to_string().contains("do not match"));
+}
+
+/// Which input is a layer's weight and which of its axes holds the output
+/// channels, for every layer op.
+#[test]
+fn weight_slots_and_axes() {
+    use crate::op::{OpKind, parse};
+    let kind = |t: &str, attrs| parse(&op(t, attrs)).unwrap().unwrap();
+    let conv = kind("Conv", vec![]);
+    assert_eq!((conv.weight_slots(), conv.weight_out_axis(1, 4), conv.weight_in_axis(4)), (&[1][..], 0, Some(1)));
+    let gemm = kind("Gemm", vec![attr_int("transB", 1)]);
+    assert_eq!((gemm.weight_out_axis(1, 2), gemm.weight_in_axis(2)), (0, Some(1)));
+    let gemm = kind("Gemm", vec![]);
+    assert_eq!((gemm.weight_out_axis(1, 2), gemm.weight_out_axis(0, 2), gemm.weight_in_axis(2)), (1, 0, Some(0)));
+    let mm = kind("MatMul", vec![]);
+    assert_eq!((mm.weight_slots(), mm.weight_out_axis(1, 3), mm.weight_in_axis(3)), (&[1, 0][..], 2, Some(1)));
+    let ct = kind("ConvTranspose", vec![]);
+    assert_eq!((ct.weight_out_axis(1, 4), ct.weight_in_axis(4)), (1, Some(0)));
+    let relu = kind("Relu", vec![]);
+    assert!(!relu.is_layer() && relu.weight_slots().is_empty() && matches!(relu, OpKind::Activation(_)));
+    // another domain is not ONNX's op of that name
+    let mut custom = op("Conv", vec![]);
+    custom.domain = "com.example".into();
+    assert!(parse(&custom).unwrap().is_none());
+}

@@ -17,7 +17,7 @@ pub struct WeightSite {
     /// The initializer node holding the weight.
     pub weight: NodeId,
     pub weight_name: String,
-    /// The op's input slot the weight feeds (1 for Conv/Gemm; 0 or 1 for MatMul).
+    /// The op's input slot the weight feeds ([`shrink_graph::op::OpKind::weight_slots`]).
     pub slot: usize,
     pub dims: Vec<i64>,
 }
@@ -48,8 +48,8 @@ pub fn select_weights(
         if !ops.contains(&op.op_type.as_str()) {
             continue;
         }
-        let slots: &[usize] = if op.op_type == "MatMul" { &[1, 0] } else { &[1] };
-        for &slot in slots {
+        let Some(kind) = shrink_graph::op::kind(op) else { continue };
+        for &slot in kind.weight_slots() {
             let Some(v) = graph.input(id, slot) else { continue };
             let Some(site) = weight_site(graph, id, slot, v) else { continue };
             let names = [site.op_name.as_str(), site.weight_name.as_str()];

@@ -7,6 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use shrink_graph::op;
 use shrink_graph::{DataType, Dim, Graph, Model, NodeId, NodeKind, ValueRef, declared_shape};
 use tracing::debug;
 
@@ -148,7 +149,7 @@ fn is_float(dt: DataType) -> bool {
 }
 
 impl Executor {
-    /// Compiles `model`'s graph. Every op must be in [`crate::SUPPORTED_OPS`];
+    /// Compiles `model`'s graph. Every op must be one the trainer runs (see `ops.rs`);
     /// every float32 initializer becomes a parameter, trainable unless it is a
     /// scalar or only a BatchNormalization mean/variance. Other float
     /// initializers and `Constant` values are frozen constants.
@@ -196,7 +197,7 @@ impl Executor {
                     let cons = graph.consumers(v);
                     !cons.is_empty()
                         && cons.iter().all(|(n, s)| {
-                            graph.op(*n).is_some_and(|o| o.op_type == "BatchNormalization")
+                            matches!(graph.op(*n).and_then(op::kind), Some(op::OpKind::BatchNorm(_)))
                                 && matches!(s, shrink_graph::Slot::Input(3 | 4))
                         })
                 };
@@ -223,7 +224,7 @@ impl Executor {
         let mut steps = Vec::new();
         for id in order {
             let Some(op) = graph.op(id) else { continue };
-            if op.op_type == "Constant" && op.is_onnx() {
+            if op::is_constant(op) {
                 let slot = slot_of(ValueRef(id, 0), graph, &mut names);
                 let err = |r: &str| TrainError::op(&op.label(), &op.op_type, r);
                 let value = if let Some(t) = graph.weight(ValueRef(id, 0)) {

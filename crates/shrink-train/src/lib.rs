@@ -2,8 +2,10 @@
 //! CPU backend with autodiff.
 //!
 //! - [`Executor::new`] compiles a [`shrink_graph::Model`]'s graph into steps
-//!   over value slots. Every op must be one of [`SUPPORTED_OPS`] (anything
-//!   else is a [`TrainError::Unsupported`] naming the node, at build time).
+//!   over value slots. Each op is read through its typed view
+//!   ([`shrink_graph::op`]) and mapped to the trainer's form in one match;
+//!   a variant the trainer does not run is a [`TrainError::Unsupported`]
+//!   naming the node, at build time (there is no second list of op types).
 //!   Float values run on burn and are differentiable; integer values (the
 //!   `Shape → Gather → Unsqueeze → Concat → Reshape` chains PyTorch writes for
 //!   `flatten`) are computed on the host. Float ranks 1..=4 are supported.
@@ -61,6 +63,5 @@ pub use error::TrainError;
 pub use exec::{Executor, ParamInfo, Snapshot, Ste, SteFn};
 pub use finetune::{EpochInfo, FineTune, FineTuneReport, NoProgress, Progress, StepInfo, accuracy};
 pub use loss::Loss;
-pub use ops::SUPPORTED_OPS;
 pub use optim::{LrPlan, LrSchedule, Optimizer, OptimizerKind};
 pub use value::{HostTensor, MAX_RANK};

@@ -9,47 +9,10 @@ use burn::tensor::module as m;
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use shrink_graph::Op;
+use shrink_graph::op::{self, Act, BinFn, OpKind, PoolKind, ReduceFn};
 
 use crate::error::TrainError;
 use crate::value::{F, IntT, Value, map_f, zip_f};
-
-/// ONNX op types the trainer runs.
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Add",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "Clip",
-    "Concat",
-    "Constant",
-    "Conv",
-    "Div",
-    "Dropout",
-    "Flatten",
-    "Gather",
-    "Gemm",
-    "GlobalAveragePool",
-    "HardSigmoid",
-    "HardSwish",
-    "Identity",
-    "LeakyRelu",
-    "LogSoftmax",
-    "MatMul",
-    "MaxPool",
-    "Mul",
-    "ReduceMean",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Shape",
-    "Sigmoid",
-    "Softmax",
-    "Squeeze",
-    "Sub",
-    "Tanh",
-    "Transpose",
-    "Unsqueeze",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BinOp {
@@ -59,13 +22,7 @@ pub(crate) enum BinOp {
     Div,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AutoPad {
-    NotSet,
-    Valid,
-    SameUpper,
-    SameLower,
-}
+pub(crate) use shrink_graph::op::AutoPad;
 
 /// Window attributes shared by Conv and the pools (2-d only).
 #[derive(Debug, Clone, PartialEq)]
@@ -113,134 +70,114 @@ pub(crate) enum Kind {
     Reduce { mean: bool, axes: Option<Vec<i64>>, keepdims: bool, noop_empty: bool },
 }
 
-fn ints2(op: &Op, name: &str, default: usize) -> Result<[usize; 2], TrainError> {
-    match op.attr_ints(name) {
-        None => Ok([default; 2]),
-        Some([a, b]) if *a >= 1 && *b >= 1 => Ok([*a as usize, *b as usize]),
-        Some(v) => Err(TrainError::op(
-            &op.label(),
-            &op.op_type,
-            format!("{name} {v:?}: only 2-d windows with positive values"),
-        )),
-    }
-}
-
-fn window(op: &Op, need_kernel: bool) -> Result<Window, TrainError> {
+/// The 2-d window the burn ops take, from the typed view's `w`.
+fn window(op: &Op, w: &op::Window, need_kernel: bool) -> Result<Window, TrainError> {
     let err = |r: String| TrainError::op(&op.label(), &op.op_type, r);
-    let kernel = match op.attr_ints("kernel_shape") {
+    let two = |v: &Option<Vec<u64>>, name: &str, default: usize| -> Result<[usize; 2], TrainError> {
+        match v.as_deref() {
+            None => Ok([default; 2]),
+            Some(&[a, b]) => Ok([a as usize, b as usize]),
+            Some(v) => Err(err(format!("{name} {v:?}: only 2-d windows are supported"))),
+        }
+    };
+    let kernel = match &w.kernel {
         None if need_kernel => return Err(err("kernel_shape is missing".into())),
         None => None,
-        Some([a, b]) if *a >= 1 && *b >= 1 => Some([*a as usize, *b as usize]),
-        Some(v) => return Err(err(format!("kernel_shape {v:?}: only 2-d windows are supported"))),
+        k => Some(two(k, "kernel_shape", 1)?),
     };
-    let pads = match op.attr_ints("pads") {
+    let pads = match w.pads.as_deref() {
         None => [0; 4],
-        Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => {
-            [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
-        }
+        Some(&[a, b, c, d]) => [a as usize, b as usize, c as usize, d as usize],
         Some(p) => return Err(err(format!("pads {p:?}: expected four non-negative values"))),
-    };
-    let auto_pad = match op.attr_str("auto_pad").unwrap_or("NOTSET") {
-        "NOTSET" | "" => AutoPad::NotSet,
-        "VALID" => AutoPad::Valid,
-        "SAME_UPPER" => AutoPad::SameUpper,
-        "SAME_LOWER" => AutoPad::SameLower,
-        other => return Err(err(format!("unknown auto_pad `{other}`"))),
     };
     Ok(Window {
         kernel,
-        strides: ints2(op, "strides", 1)?,
-        dilations: ints2(op, "dilations", 1)?,
+        strides: two(&w.strides, "strides", 1)?,
+        dilations: two(&w.dilations, "dilations", 1)?,
         pads,
-        auto_pad,
-        ceil_mode: op.attr_int("ceil_mode").unwrap_or(0) != 0,
+        auto_pad: w.auto_pad,
+        ceil_mode: w.ceil_mode,
     })
 }
 
 impl Kind {
-    /// Parses an op; anything outside the set, or attributes it cannot honour, is an error here (build time).
+    /// The trainer's form of an op, from its typed view
+    /// ([`shrink_graph::op::parse`]); an op type the trainer does not run,
+    /// or attributes it cannot honour, is an error here (build time).
     pub fn parse(op: &Op, opset: i64) -> Result<Kind, TrainError> {
         let err = |r: &str| TrainError::op(&op.label(), &op.op_type, r);
-        if !op.is_onnx() {
-            return Err(TrainError::Unsupported { node: op.label(), op: format!("{}::{}", op.domain, op.op_type) });
-        }
-        let axes_attr = || op.attr_ints("axes").map(<[i64]>::to_vec);
-        Ok(match op.op_type.as_str() {
-            "Gemm" => Kind::Gemm {
-                alpha: op.attr_float("alpha").unwrap_or(1.0),
-                beta: op.attr_float("beta").unwrap_or(1.0),
-                trans_a: op.attr_int("transA").unwrap_or(0) != 0,
-                trans_b: op.attr_int("transB").unwrap_or(0) != 0,
+        let unsupported = || TrainError::Unsupported {
+            node: op.label(),
+            op: if op.is_onnx() { op.op_type.clone() } else { format!("{}::{}", op.domain, op.op_type) },
+        };
+        let typed = op::parse(op).map_err(|e| err(&e.to_string()))?.ok_or_else(unsupported)?;
+        Ok(match typed {
+            OpKind::Gemm(g) => Kind::Gemm { alpha: g.alpha, beta: g.beta, trans_a: g.trans_a, trans_b: g.trans_b },
+            OpKind::MatMul(_) => Kind::MatMul,
+            OpKind::Binary(b) => Kind::Bin(match b.f {
+                BinFn::Add => BinOp::Add,
+                BinFn::Sub => BinOp::Sub,
+                BinFn::Mul => BinOp::Mul,
+                BinFn::Div => BinOp::Div,
+                _ => return Err(unsupported()),
+            }),
+            OpKind::Conv(c) => Kind::Conv { w: window(op, &c.window, false)?, group: c.group as usize, x_const: false },
+            OpKind::Pool(p) => match p.kind {
+                _ if p.indices => return Err(err("the Indices output is not supported")),
+                PoolKind::Max => Kind::MaxPool(window(op, &p.window, true)?),
+                PoolKind::Average => {
+                    let w = window(op, &p.window, true)?;
+                    if w.dilations != [1, 1] {
+                        return Err(err("dilated average pooling is not supported"));
+                    }
+                    Kind::AvgPool { w, count_include_pad: p.count_include_pad }
+                }
+                PoolKind::Lp => return Err(unsupported()),
             },
-            "MatMul" => Kind::MatMul,
-            "Add" => Kind::Bin(BinOp::Add),
-            "Sub" => Kind::Bin(BinOp::Sub),
-            "Mul" => Kind::Bin(BinOp::Mul),
-            "Div" => Kind::Bin(BinOp::Div),
-            "Conv" => {
-                let group = op.attr_int("group").unwrap_or(1);
-                if group < 1 {
-                    return Err(err("group must be positive"));
-                }
-                Kind::Conv { w: window(op, false)?, group: group as usize, x_const: false }
-            }
-            "MaxPool" => {
-                if op.outputs.get(1).is_some_and(|o| !o.is_empty()) {
-                    return Err(err("the Indices output is not supported"));
-                }
-                Kind::MaxPool(window(op, true)?)
-            }
-            "AveragePool" => {
-                let w = window(op, true)?;
-                if w.dilations != [1, 1] {
-                    return Err(err("dilated average pooling is not supported"));
-                }
-                Kind::AvgPool { w, count_include_pad: op.attr_int("count_include_pad").unwrap_or(0) != 0 }
-            }
-            "GlobalAveragePool" => Kind::GlobalAvgPool,
-            "BatchNormalization" => {
-                if op.attr_int("training_mode").unwrap_or(0) != 0 || op.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+            OpKind::GlobalPool(g) if g.kind == PoolKind::Average => Kind::GlobalAvgPool,
+            OpKind::BatchNorm(b) => {
+                if !b.is_inference() {
                     return Err(err("only the inference form (one output, training_mode 0) is supported"));
                 }
-                Kind::BatchNorm { eps: op.attr_float("epsilon").unwrap_or(1e-5) }
+                Kind::BatchNorm { eps: b.epsilon }
             }
-            "Relu" => Kind::Relu,
-            "LeakyRelu" => Kind::LeakyRelu(op.attr_float("alpha").unwrap_or(0.01)),
-            "Sigmoid" => Kind::Sigmoid,
-            "Tanh" => Kind::Tanh,
-            "HardSigmoid" => {
-                Kind::HardSigmoid(op.attr_float("alpha").unwrap_or(0.2), op.attr_float("beta").unwrap_or(0.5))
-            }
-            "HardSwish" => Kind::HardSwish,
-            "Clip" => Kind::Clip { min: op.attr_float("min"), max: op.attr_float("max") },
-            "Softmax" | "LogSoftmax" => Kind::Softmax {
-                axis: op.attr_int("axis").unwrap_or(if opset < 13 { 1 } else { -1 }),
-                legacy: opset < 13,
-                log: op.op_type == "LogSoftmax",
+            OpKind::Activation(a) => match a.f {
+                Act::Relu => Kind::Relu,
+                Act::LeakyRelu { alpha } => Kind::LeakyRelu(alpha),
+                Act::Sigmoid => Kind::Sigmoid,
+                Act::Tanh => Kind::Tanh,
+                Act::HardSigmoid { alpha, beta } => Kind::HardSigmoid(alpha, beta),
+                Act::HardSwish => Kind::HardSwish,
+                Act::Clip { min, max } => Kind::Clip { min, max },
+                _ => return Err(unsupported()),
             },
-            "Flatten" => Kind::Flatten { axis: op.attr_int("axis").unwrap_or(1) },
-            "Reshape" => Kind::Reshape { allowzero: op.attr_int("allowzero").unwrap_or(0) != 0 },
-            "Transpose" => Kind::Transpose { perm: op.attr_ints("perm").map(<[i64]>::to_vec) },
-            "Concat" => Kind::Concat { axis: op.attr_int("axis").ok_or_else(|| err("axis is missing"))? },
-            "Squeeze" => Kind::Squeeze { axes: axes_attr() },
-            "Unsqueeze" => Kind::Unsqueeze { axes: axes_attr() },
-            "Identity" => Kind::Identity,
-            "Dropout" => {
-                if op.outputs.get(1).is_some_and(|o| !o.is_empty()) {
-                    return Err(err("the mask output is not supported"));
-                }
-                Kind::Identity
+            OpKind::Softmax(s) => {
+                Kind::Softmax { axis: s.axis(opset), legacy: op::Softmax::is_legacy(opset), log: s.log }
             }
-            "Shape" => Kind::Shape { start: op.attr_int("start").unwrap_or(0), end: op.attr_int("end") },
-            "Gather" => Kind::Gather { axis: op.attr_int("axis").unwrap_or(0) },
-            "Cast" => Kind::Cast { to: op.attr_int("to").ok_or_else(|| err("to is missing"))? as i32 },
-            "ReduceMean" | "ReduceSum" => Kind::Reduce {
-                mean: op.op_type == "ReduceMean",
-                axes: axes_attr(),
-                keepdims: op.attr_int("keepdims").unwrap_or(1) != 0,
-                noop_empty: op.attr_int("noop_with_empty_axes").unwrap_or(0) != 0,
+            OpKind::Flatten(f) => Kind::Flatten { axis: f.axis },
+            OpKind::Reshape(r) => Kind::Reshape { allowzero: r.allowzero },
+            OpKind::Transpose(t) => Kind::Transpose { perm: t.perm },
+            OpKind::Concat(c) => Kind::Concat { axis: c.axis.ok_or_else(|| err("axis is missing"))? },
+            OpKind::Squeeze(s) if s.unsqueeze => Kind::Unsqueeze { axes: s.axes },
+            OpKind::Squeeze(s) => Kind::Squeeze { axes: s.axes },
+            OpKind::Passthrough(p) => match p {
+                op::Passthrough::Identity => Kind::Identity,
+                op::Passthrough::Dropout { mask: true } => return Err(err("the mask output is not supported")),
+                op::Passthrough::Dropout { mask: false } => Kind::Identity,
+                op::Passthrough::Cast { to } => Kind::Cast { to: to.ok_or_else(|| err("to is missing"))? as i32 },
             },
-            other => return Err(TrainError::Unsupported { node: op.label(), op: other.into() }),
+            OpKind::ShapeOf(s) => Kind::Shape { start: s.start, end: s.end },
+            OpKind::Gather(g) => Kind::Gather { axis: g.axis },
+            OpKind::Reduce(r) => match r.f {
+                ReduceFn::Mean | ReduceFn::Sum => Kind::Reduce {
+                    mean: r.f == ReduceFn::Mean,
+                    axes: r.axes,
+                    keepdims: r.keepdims,
+                    noop_empty: r.noop_with_empty_axes,
+                },
+                _ => return Err(unsupported()),
+            },
+            _ => return Err(unsupported()),
         })
     }
 }

@@ -51,16 +51,13 @@ pub struct DwFactors {
 /// `op` as a depthwise-separable candidate, or why not.
 pub fn candidate(graph: &Graph, op: NodeId) -> Result<DwCandidate, String> {
     let o = graph.op(op).ok_or("not an op")?;
-    if o.op_type != "Conv" {
-        return Err(format!("op type {} is not a Conv", o.op_type));
-    }
+    let geom = conv_geom(o)?;
     let wv = graph.input(op, 1).ok_or("no weight input")?;
     let t = graph.weight(wv).ok_or("its weight is not a constant")?;
     let dims: Vec<usize> = t.dims().iter().map(|&d| d as usize).collect();
     if dims.len() != 4 {
         return Err(format!("weight dims {dims:?}: only 2-D convolutions are replaced"));
     }
-    let geom = conv_geom(o)?;
     if geom.group != 1 {
         return Err(format!("grouped conv (group = {})", geom.group));
     }

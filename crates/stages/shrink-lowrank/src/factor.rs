@@ -22,6 +22,7 @@
 //! left alone with the reason in the report.
 
 use shrink_graph::builder::attr_int;
+use shrink_graph::op::OpKind;
 use shrink_graph::{Graph, NodeId, ValueRef};
 
 use crate::params::{Form, Method, Sigma};
@@ -68,22 +69,23 @@ pub fn candidate(graph: &Graph, op: NodeId, method: Method, form: Form) -> Resul
     let dims: Vec<usize> = t.dims().iter().map(|&d| d as usize).collect();
     let data = t.to_f32().map_err(|e| format!("weight `{}`: {e}", t.name()))?;
     let weight_name = t.name().to_string();
-    let (layout, rows, cols, matrix) = match (o.op_type.as_str(), method) {
-        ("Gemm", Method::Svd) => {
-            if o.attr_int("transA").unwrap_or(0) != 0 {
+    let kind = shrink_graph::op::parse(o).map_err(|e| e.to_string())?;
+    let (layout, rows, cols, matrix) = match (kind, method) {
+        (Some(OpKind::Gemm(gm)), Method::Svd) => {
+            if gm.trans_a {
                 return Err("Gemm with transA = 1".into());
             }
             if dims.len() != 2 {
                 return Err(format!("weight dims {dims:?} are not 2-D"));
             }
-            let trans_b = o.attr_int("transB").unwrap_or(0) != 0;
+            let trans_b = gm.trans_b;
             if trans_b {
                 (Layout::Gemm { trans_b }, dims[0], dims[1], data)
             } else {
                 (Layout::Gemm { trans_b }, dims[1], dims[0], transpose(&data, dims[0], dims[1]))
             }
         }
-        ("MatMul", Method::Svd) => {
+        (Some(OpKind::MatMul(_)), Method::Svd) => {
             if dims.len() != 2 {
                 return Err(format!("weight dims {dims:?} are not 2-D"));
             }
@@ -92,7 +94,7 @@ pub fn candidate(graph: &Graph, op: NodeId, method: Method, form: Form) -> Resul
             }
             (Layout::MatMul, dims[1], dims[0], transpose(&data, dims[0], dims[1]))
         }
-        ("Conv", Method::Svd | Method::Spatial) => {
+        (Some(OpKind::Conv(_)), Method::Svd | Method::Spatial) => {
             if dims.len() != 4 {
                 return Err(format!("weight dims {dims:?}: only 2-D convolutions are factorised"));
             }
@@ -138,7 +140,7 @@ pub fn candidate(graph: &Graph, op: NodeId, method: Method, form: Form) -> Resul
                 (Layout::ConvSpatial { n, c, kh, kw, geom }, n * kw, c * kh, m)
             }
         }
-        (t, _) => return Err(format!("op type {t} is not factorised by this method")),
+        _ => return Err(format!("op type {} is not factorised by this method", o.op_type)),
     };
     Ok(Candidate { op, name, weight: wv, weight_name, layout, rows, cols, matrix })
 }

@@ -9,18 +9,9 @@
 
 use shrink_graph::builder::attr_ints;
 use shrink_graph::onnx::AttributeProto;
+use shrink_graph::op::{AutoPad, OpKind};
+pub use shrink_graph::rewrite::fresh_name;
 use shrink_graph::{Graph, NodeId, NodeKind, Op, Tensor, ValueRef};
-
-/// A name no value of the graph has yet.
-pub fn fresh_name(graph: &Graph, base: &str) -> String {
-    let mut name = base.to_string();
-    let mut i = 1;
-    while graph.find_value(&name).is_some() {
-        name = format!("{base}_{i}");
-        i += 1;
-    }
-    name
-}
 
 /// Points input `slot` of `op` at a new initializer holding `data` (named
 /// after `base`), and removes the old initializer when nobody reads it any more.
@@ -125,26 +116,27 @@ pub struct ConvGeom {
     pub auto_pad: bool,
 }
 
-/// Reads a 2-D Conv's geometry; errs on a malformed attribute.
+/// Reads a 2-D Conv's geometry from its typed view; errs on a malformed attribute.
 pub fn conv_geom(op: &Op) -> Result<ConvGeom, String> {
-    let two = |name: &str| -> Result<[i64; 2], String> {
-        match op.attr_ints(name) {
-            None => Ok([1, 1]),
-            Some([a, b]) => Ok([*a, *b]),
-            Some(v) => Err(format!("`{name}` has {} values, expected 2", v.len())),
+    let Some(OpKind::Conv(c)) = shrink_graph::op::parse(op).map_err(|e| e.to_string())? else {
+        return Err(format!("op type {} is not a Conv", op.op_type));
+    };
+    let two = |v: Vec<u64>, name: &str| -> Result<[i64; 2], String> {
+        match v[..] {
+            [a, b] => Ok([a as i64, b as i64]),
+            _ => Err(format!("`{name}` has {} values, expected 2", v.len())),
         }
     };
-    let pads = match op.attr_ints("pads") {
-        None => [0; 4],
-        Some([a, b, c, d]) => [*a, *b, *c, *d],
-        Some(v) => return Err(format!("`pads` has {} values, expected 4", v.len())),
+    let w = &c.window;
+    let pads = match w.pads(2)[..] {
+        [a, b, c, d] => [a as i64, b as i64, c as i64, d as i64],
+        ref v => return Err(format!("`pads` has {} values, expected 4", v.len())),
     };
-    let auto_pad = op.attr_str("auto_pad").is_some_and(|s| !s.is_empty() && s != "NOTSET");
     Ok(ConvGeom {
-        strides: two("strides")?,
+        strides: two(w.strides(2), "strides")?,
         pads,
-        dilations: two("dilations")?,
-        group: op.attr_int("group").unwrap_or(1),
-        auto_pad,
+        dilations: two(w.dilations(2), "dilations")?,
+        group: c.group as i64,
+        auto_pad: w.auto_pad != AutoPad::NotSet,
     })
 }

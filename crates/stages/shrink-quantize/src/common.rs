@@ -22,19 +22,11 @@ use shrink_train::{Executor, FineTuneConfig, FineTuneReport};
 
 use crate::KIND;
 
-/// The axis of `site`'s weight that indexes the op's output channels:
-/// Conv `[M, C/g, ...]` axis 0; Gemm axis 0 with `transB = 1`, else 1;
-/// MatMul's right operand `[.., K, N]` its last axis, its left operand axis 0.
+/// The axis of `site`'s weight that indexes the op's output channels
+/// ([`shrink_graph::op::OpKind::weight_out_axis`]).
 pub fn channel_axis(graph: &Graph, site: &WeightSite) -> usize {
-    let rank = site.dims.len();
-    let Some(op) = graph.op(site.op) else { return 0 };
-    match op.op_type.as_str() {
-        "Gemm" if site.slot == 1 => usize::from(op.attr_int("transB").unwrap_or(0) == 0),
-        "Gemm" => usize::from(op.attr_int("transA").unwrap_or(0) != 0),
-        "MatMul" if site.slot == 1 => rank.saturating_sub(1),
-        "ConvTranspose" => 1.min(rank.saturating_sub(1)),
-        _ => 0,
-    }
+    let kind = graph.op(site.op).and_then(shrink_graph::op::kind);
+    kind.map_or(0, |k| k.weight_out_axis(site.slot, site.dims.len()))
 }
 
 /// Maps a flat index of a tensor of `dims` to its index along `axis`.

@@ -186,9 +186,9 @@ pub fn build(table: &toml::Table) -> Result<Box<dyn Stage>, StageError> {
     Ok(Box::new(KmeansStage { p, ft }))
 }
 
-/// True for the op types `layer_bits` keys may name.
+/// True for the op types `layer_bits` keys may name (the layer ops).
 fn is_op_type(key: &str) -> bool {
-    matches!(key, "Conv" | "Gemm" | "MatMul" | "ConvTranspose")
+    shrink_graph::op::is_layer_type(key)
 }
 
 impl KmeansStage {

@@ -41,6 +41,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use shrink_graph::groups::{ChannelGroup, ChannelGroups, channel_groups};
+use shrink_graph::op::{self, OpKind};
 use shrink_graph::{Graph, Model, NodeId, ValueRef, summarize};
 use shrink_stage::{LayerNote, Stage, StageCx, StageError, StageReport, glob_match};
 use shrink_train::{Executor, FineTuneConfig};
@@ -196,7 +197,13 @@ impl Stage for StructuredPrune {
             .graph
             .ops()
             .into_iter()
-            .filter(|&id| model.graph.op(id).is_some_and(|o| matches!(o.op_type.as_str(), "Conv" | "Gemm" | "MatMul")))
+            .filter(|&id| {
+                model
+                    .graph
+                    .op(id)
+                    .and_then(op::kind)
+                    .is_some_and(|k| matches!(k, OpKind::Conv(_) | OpKind::Gemm(_) | OpKind::MatMul(_)))
+            })
             .filter_map(|op| out_channels(&a0, op).map(|c| (op, c)))
             .collect();
         let opset = model.opset("").unwrap_or(13);

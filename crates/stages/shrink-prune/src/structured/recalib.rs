@@ -4,6 +4,7 @@
 //! one sees the already recalibrated layers before it).
 
 use shrink_data::Dataset;
+use shrink_graph::op::{self, OpKind};
 use shrink_graph::{Model, NodeKind, ValueRef};
 use shrink_stage::StageError;
 use shrink_train::{Executor, HostTensor};
@@ -34,7 +35,10 @@ pub fn recalibrate_bn(model: &mut Model, data: &dyn Dataset, samples: usize) -> 
         .graph
         .ops()
         .into_iter()
-        .filter(|&id| model.graph.op(id).is_some_and(|o| o.op_type == "BatchNormalization" && o.outputs.len() == 1))
+        .filter(|&id| {
+            let op = model.graph.op(id);
+            op.is_some_and(|o| o.outputs.len() == 1) && matches!(op.and_then(op::kind), Some(OpKind::BatchNorm(_)))
+        })
         .collect();
     let mut updated = 0;
     for bn in bns {

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use shrink_data::Dataset;
 use shrink_graph::groups::{ChannelGroups, Rewrite};
-use shrink_graph::{Graph, Model, ValueRef};
+use shrink_graph::op::{self, OpKind};
+use shrink_graph::{Graph, Model, NodeId, ValueRef};
 use shrink_train::{Executor, HostTensor};
 
 use crate::structured::STAGE;
@@ -68,7 +69,7 @@ pub fn bn_scales(graph: &Graph, a: &ChannelGroups) -> Result<ClassScores, StageE
     let mut scores = ClassScores::new();
     for rw in &a.rewrites {
         let Rewrite::Slice { op, slot: 1, axis: 0, layout_of } = *rw else { continue };
-        if graph.op(op).is_none_or(|o| o.op_type != "BatchNormalization") {
+        if !is_bn(graph, op) {
             continue;
         }
         let Some(t) = graph.input(op, 1).and_then(|v| graph.weight(v)) else { continue };
@@ -85,7 +86,8 @@ pub fn apoz(model: &Model, a: &ChannelGroups, data: &dyn Dataset, samples: usize
     let mut taps: Vec<ValueRef> = Vec::new();
     for (_, grp) in a.prunable() {
         for &v in &grp.values {
-            if g.op(v.0).is_some_and(|o| o.op_type == "Relu") && !taps.contains(&v) {
+            let relu = matches!(g.op(v.0).and_then(op::kind), Some(OpKind::Activation(a)) if a.f == op::Act::Relu);
+            if relu && !taps.contains(&v) {
                 taps.push(v);
             }
         }
@@ -155,9 +157,12 @@ pub fn taylor(model: &Model, a: &ChannelGroups, data: &dyn Dataset, samples: usi
     let mut units: Vec<Unit> = Vec::new();
     for rw in &a.rewrites {
         let Rewrite::Slice { op, slot, axis, layout_of } = *rw else { continue };
-        let Some(o) = g.op(op) else { continue };
-        let is_bn = o.op_type == "BatchNormalization" && (slot == 1 || slot == 2);
-        let is_out = layout_of == ValueRef(op, 0) && (slot == 1 || slot == 2) && o.op_type != "BatchNormalization";
+        if g.op(op).is_none() {
+            continue;
+        }
+        let bn = is_bn(g, op);
+        let is_bn = bn && (slot == 1 || slot == 2);
+        let is_out = layout_of == ValueRef(op, 0) && (slot == 1 || slot == 2) && !bn;
         if !(is_bn || is_out) {
             continue;
         }
@@ -227,4 +232,9 @@ pub fn taylor(model: &Model, a: &ChannelGroups, data: &dyn Dataset, samples: usi
         push(&mut scores, a, u.1, &per);
     }
     Ok(scores)
+}
+
+/// Whether `op` is a BatchNormalization.
+fn is_bn(graph: &Graph, op: NodeId) -> bool {
+    matches!(graph.op(op).and_then(op::kind), Some(OpKind::BatchNorm(_)))
 }

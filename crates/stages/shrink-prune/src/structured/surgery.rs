@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use shrink_graph::builder::{attr_ints, tensor_info};
 use shrink_graph::groups::{ChannelGroups, Rewrite};
+use shrink_graph::rewrite::fresh_name;
 use shrink_graph::{DataType, Dim, Graph, GraphError, NodeId, NodeKind, Tensor, ValueRef};
 use tracing::debug;
 
@@ -27,17 +28,6 @@ pub fn slice_axis(data: &[f32], dims: &[i64], axis: usize, keep: &[usize]) -> Ve
 
 fn invalid(graph: &Graph, op: NodeId, reason: String) -> GraphError {
     GraphError::Invalid { node: graph.label(op), reason }
-}
-
-/// A name no value of the graph has yet.
-fn fresh_name(graph: &Graph, base: &str) -> String {
-    let mut name = base.to_string();
-    let mut i = 1;
-    while graph.find_value(&name).is_some() {
-        name = format!("{base}_{i}");
-        i += 1;
-    }
-    name
 }
 
 /// Stores `tensor` as the constant read by input `slot` of `op`: in place

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use shrink_graph::builder::attr_int;
+use shrink_graph::op::{self, OpKind};
+use shrink_graph::rewrite::fresh_name;
 use shrink_graph::{DataType, Graph, GraphError, NodeId, Op, Tensor, ValueRef};
 
 use crate::common::QParams;
@@ -13,14 +15,20 @@ use crate::int8::params::{ActType, Form};
 
 /// Op types a quantised tensor may flow through unchanged in the qlinear
 /// form (they commute with `DequantizeLinear`: monotonic or pure layout).
-pub const TRANSPARENT: &[&str] = &["MaxPool", "Flatten", "Reshape"];
+pub fn transparent(op: &Op) -> bool {
+    matches!(
+        op::kind(op),
+        Some(OpKind::Pool(op::Pool { kind: op::PoolKind::Max, .. }) | OpKind::Flatten(_) | OpKind::Reshape(_))
+    )
+}
 
 /// One layer chosen for quantisation, with everything its rewrite needs.
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub op: NodeId,
     pub label: String,
-    pub op_type: String,
+    /// The op's typed view (Conv, Gemm or MatMul).
+    pub kind: OpKind,
     pub weight: NodeId,
     pub weight_name: String,
     pub dims: Vec<usize>,
@@ -43,19 +51,8 @@ pub struct Layer {
     pub yq: Option<ActQ>,
 }
 
-/// `base`, or `base.1`, `base.2`, ... whichever no value is named yet.
-pub fn free_name(g: &Graph, base: &str) -> String {
-    let mut name = base.to_string();
-    let mut i = 1;
-    while g.find_value(&name).is_some() {
-        name = format!("{base}.{i}");
-        i += 1;
-    }
-    name
-}
-
 fn weight(g: &mut Graph, name: &str, dtype: DataType, dims: &[usize], raw: Vec<u8>) -> ValueRef {
-    let name = free_name(g, name);
+    let name = fresh_name(g, name);
     let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
     ValueRef(g.add_weight(Tensor::from_raw(&name, dtype, &dims, raw)), 0)
 }
@@ -76,7 +73,7 @@ fn op1(
     attrs: Vec<shrink_graph::onnx::AttributeProto>,
 ) -> ValueRef {
     // node names are optional in ONNX and cost bytes; the output name identifies the node
-    let out = free_name(g, name);
+    let out = fresh_name(g, name);
     let mut op = Op::new(op_type, "", inputs.len(), vec![out]);
     op.attributes = attrs;
     ValueRef(g.add_op(op, inputs), 0)
@@ -134,7 +131,7 @@ fn weight_dq(g: &mut Graph, l: &Layer, i: usize) {
     let c = l.wq.scale.len();
     let wq = int8s(g, &format!("{b}.w"), &l.dims, &l.codes);
     let ws = f32s(g, &format!("{b}.ws"), &[c], &l.wq.scale);
-    let tmp = free_name(g, &format!("{b}.wdq"));
+    let tmp = fresh_name(g, &format!("{b}.wdq"));
     let mut op = Op::new("DequantizeLinear", "", 2, vec![tmp]);
     op.attributes = vec![attr_int("axis", l.axis as i64)];
     let dq = g.add_op(op, &[Some(wq), Some(ws)]);
@@ -218,9 +215,8 @@ fn transposed(l: &Layer) -> Vec<i32> {
 }
 
 /// The weight codes as `[K, N]` and N (Gemm with transB = 1 is transposed).
-fn kn_codes(g: &Graph, l: &Layer) -> (Vec<i32>, Vec<usize>) {
-    let trans_b = g.op(l.op).and_then(|o| o.attr_int("transB")).unwrap_or(0) != 0;
-    if l.op_type == "Gemm" && trans_b {
+fn kn_codes(l: &Layer) -> (Vec<i32>, Vec<usize>) {
+    if matches!(&l.kind, OpKind::Gemm(gm) if gm.trans_b) {
         (transposed(l), vec![l.dims[1], l.dims[0]])
     } else {
         (l.codes.clone(), l.dims.clone())
@@ -266,7 +262,7 @@ fn qlinear(g: &mut Graph, layers: &[Layer]) -> Result<(), GraphError> {
         let ws = f32s(g, &format!("{b}.ws"), &[c], &l.wq.scale);
         let wz = int8s(g, &format!("{b}.wz"), &[c], &vec![0; c]);
         let (ys, yz) = act_params(g, &format!("{b}.y"), &yq);
-        let yv = if l.op_type == "Conv" {
+        let yv = if matches!(l.kind, OpKind::Conv(_)) {
             let wq = int8s(g, &format!("{b}.w"), &l.dims, &l.codes);
             let bias = l.bias.as_ref().map(|bias| {
                 let q: Vec<i32> = (0..c)
@@ -281,14 +277,14 @@ fn qlinear(g: &mut Graph, layers: &[Layer]) -> Result<(), GraphError> {
             let n = if bias.is_some() { 9 } else { 8 };
             op1(g, "QLinearConv", &format!("{b}.qconv"), &inputs[..n], conv_attrs(g, l.op))
         } else {
-            let (codes, dims) = kn_codes(g, l);
+            let (codes, dims) = kn_codes(l);
             let wq = int8s(g, &format!("{b}.w"), &dims, &codes);
             let inputs = [Some(xv), Some(xs), Some(xz), Some(wq), Some(ws), Some(wz), Some(ys), Some(yz)];
             op1(g, "QLinearMatMul", &format!("{b}.qmm"), &inputs, vec![])
         };
         let mut out = op1(g, "DequantizeLinear", &format!("{b}.ydq"), &[Some(yv), Some(ys), Some(yz)], vec![]);
         dqs.push((out.0, yq));
-        if l.op_type == "Gemm"
+        if matches!(l.kind, OpKind::Gemm(_))
             && let Some(bias) = &l.bias
         {
             let bv = f32s(g, &format!("{b}.b"), &[bias.len()], bias);
@@ -309,7 +305,7 @@ fn qlinear(g: &mut Graph, layers: &[Layer]) -> Result<(), GraphError> {
         let Some(mut u) = g.input(q, 0) else { continue };
         let mut chain = Vec::new();
         while let Some(op) = g.op(u.0)
-            && TRANSPARENT.contains(&op.op_type.as_str())
+            && transparent(op)
             && g.consumers(u).len() == 1
         {
             chain.push(u.0);
@@ -348,7 +344,7 @@ fn dynamic(g: &mut Graph, layers: &[Layer]) -> Result<(), GraphError> {
         let d = match dql.get(&l.x) {
             Some(&d) => d,
             None => {
-                let name = free_name(g, &format!("{b}.xq"));
+                let name = fresh_name(g, &format!("{b}.xq"));
                 let outs = vec![name.clone(), format!("{name}.s"), format!("{name}.zp")];
                 let d = g.add_op(Op::new("DynamicQuantizeLinear", &name, 1, outs), &[Some(x)]);
                 dql.insert(l.x, d);
@@ -356,7 +352,7 @@ fn dynamic(g: &mut Graph, layers: &[Layer]) -> Result<(), GraphError> {
             }
         };
         let c = l.wq.scale.len();
-        let (acc, shape) = if l.op_type == "Conv" {
+        let (acc, shape) = if matches!(l.kind, OpKind::Conv(_)) {
             let wq = int8s(g, &format!("{b}.w"), &l.dims, &l.codes);
             let wz = int8s(g, &format!("{b}.wz"), &[], &[0]);
             let inputs = [Some(ValueRef(d, 0)), Some(wq), Some(ValueRef(d, 2)), Some(wz)];
@@ -364,7 +360,7 @@ fn dynamic(g: &mut Graph, layers: &[Layer]) -> Result<(), GraphError> {
             let shape: Vec<usize> = std::iter::once(c).chain(std::iter::repeat_n(1, extra)).collect();
             (op1(g, "ConvInteger", &format!("{b}.iconv"), &inputs, conv_attrs(g, l.op)), shape)
         } else {
-            let (codes, dims) = kn_codes(g, l);
+            let (codes, dims) = kn_codes(l);
             let wq = int8s(g, &format!("{b}.w"), &dims, &codes);
             let wz = int8s(g, &format!("{b}.wz"), &[], &[0]);
             let inputs = [Some(ValueRef(d, 0)), Some(wq), Some(ValueRef(d, 2)), Some(wz)];

@@ -94,6 +94,7 @@ pub mod params;
 mod tests;
 
 use shrink_data::{Batch, Dataset, derive_seed, permutation};
+use shrink_graph::op::{self, OpKind};
 use shrink_graph::{DataType, Graph, Model, NodeKind, Tensor, ValueRef};
 use shrink_stage::{LayerNote, Stage, StageCx, StageError, StageReport, glob_match, select_weights};
 use shrink_train::{Executor, HostTensor};
@@ -286,16 +287,12 @@ fn pick(g: &Graph, p: &Int8Params) -> Result<(Vec<Layer>, Vec<LayerNote>), Stage
     for s in sites {
         let Some(op) = g.op(s.op) else { continue };
         let dims: Vec<usize> = s.dims.iter().map(|&d| d.max(0) as usize).collect();
-        let why = match op.op_type.as_str() {
+        let why = match op::kind(op) {
             _ if s.slot != 1 => Some("its weight is not the right operand"),
-            "Gemm"
-                if op.attr_int("transA").unwrap_or(0) != 0
-                    || op.attr_float("alpha").unwrap_or(1.0) != 1.0
-                    || op.attr_float("beta").unwrap_or(1.0) != 1.0 =>
-            {
+            Some(OpKind::Gemm(gm)) if gm.trans_a || gm.alpha != 1.0 || gm.beta != 1.0 => {
                 Some("Gemm with transA or alpha/beta other than 1")
             }
-            "Gemm" | "MatMul" if dims.len() != 2 => Some("weight is not a matrix"),
+            Some(OpKind::Gemm(_) | OpKind::MatMul(_)) if dims.len() != 2 => Some("weight is not a matrix"),
             _ if g.consumers(ValueRef(s.weight, 0)).len() != 1 => Some("its weight is shared"),
             _ if g.input(s.op, 0).is_none_or(|x| g.weight(x).is_some()) => Some("its input is a constant"),
             _ => None,
@@ -340,16 +337,22 @@ fn pick(g: &Graph, p: &Int8Params) -> Result<(Vec<Layer>, Vec<LayerNote>), Stage
         }
         let x = g.input(s.op, 0).ok_or_else(|| failed(format!("`{}` has no input", s.op_name)))?;
         let y = ValueRef(s.op, 0);
+        let Some(kind) = op::kind(op) else {
+            notes.push(kept(&s, "its attributes cannot be read"));
+            continue;
+        };
         let relu = match g.consumers(y).as_slice() {
-            [(r, _)] if op.op_type == "Conv" && p.activation_type == ActType::Uint8 => {
-                g.op(*r).filter(|o| o.op_type == "Relu" && o.is_onnx()).map(|_| *r)
-            }
+            [(r, _)] if matches!(kind, OpKind::Conv(_)) && p.activation_type == ActType::Uint8 => g
+                .op(*r)
+                .and_then(op::kind)
+                .filter(|k| matches!(k, OpKind::Activation(a) if a.f == op::Act::Relu))
+                .map(|_| *r),
             _ => None,
         };
         layers.push(Layer {
             op: s.op,
             label: op.label(),
-            op_type: op.op_type.clone(),
+            kind,
             weight: s.weight,
             weight_name: s.weight_name.clone(),
             dims,
@@ -370,12 +373,12 @@ fn pick(g: &Graph, p: &Int8Params) -> Result<(Vec<Layer>, Vec<LayerNote>), Stage
 /// Gives every Conv/Gemm layer without a bias a zero one (bias correction needs a place to put the shift).
 fn add_zero_biases(g: &mut Graph, layers: &mut [Layer]) {
     for l in layers.iter_mut() {
-        if l.bias.is_some() || l.op_type == "MatMul" {
+        if l.bias.is_some() || matches!(l.kind, OpKind::MatMul(_)) {
             continue;
         }
         let c = l.dims[l.axis];
         let base = l.weight_name.strip_suffix(".weight").unwrap_or(&l.weight_name);
-        let name = export::free_name(g, &format!("{base}.bias"));
+        let name = shrink_graph::rewrite::fresh_name(g, &format!("{base}.bias"));
         let id = g.add_weight(Tensor::from_f32(&name, &[c as i64], &vec![0.0; c]));
         g.set_input(l.op, 2, Some(ValueRef(id, 0)));
         l.bias = Some(vec![0.0; c]);
@@ -473,7 +476,7 @@ fn calibrate(
     let mut hists: Vec<Histogram> = mm.iter().map(|&(lo, hi)| Histogram::new(lo, hi)).collect();
     let mut float_means: Vec<(Vec<f64>, f64)> = layers.iter().map(|l| (vec![0.0; l.dims[l.axis]], 0.0)).collect();
     let y_taps: Vec<usize> = slots.iter().map(|s| s.1).collect();
-    let last_axis: Vec<bool> = layers.iter().map(|l| l.op_type == "MatMul").collect();
+    let last_axis: Vec<bool> = layers.iter().map(|l| matches!(l.kind, OpKind::MatMul(_))).collect();
     over_taps(&exec, data, stats_idx, &taps, |i, v| {
         hists[i].add(&v.data);
         for (k, &t) in y_taps.iter().enumerate() {
@@ -491,7 +494,7 @@ fn calibrate(
             let (xt, _, ft) = slots[k];
             l.xq = Some(ActQ::from_range(range(xt).0, range(xt).1, p.activation_type));
             let (mut lo, mut hi) = range(ft);
-            if l.op_type == "Gemm"
+            if matches!(l.kind, OpKind::Gemm(_))
                 && let Some(b) = &l.bias
             {
                 // QLinearMatMul's output is before the bias is added
@@ -502,7 +505,7 @@ fn calibrate(
             let yq = ActQ::from_range(lo, hi, p.activation_type);
             l.yq = Some(yq);
             figures[k].y_range = Some(yq.range());
-            if l.op_type != "Gemm" {
+            if !matches!(l.kind, OpKind::Gemm(_)) {
                 figures[k].y_sqnr = Some(hists[ft].sqnr_db(&yq));
             }
         }
@@ -575,7 +578,7 @@ fn calibrate(
 fn share_chained_params(g: &Graph, layers: &mut [Layer]) {
     let outs: Vec<(ValueRef, Option<ActQ>)> = layers
         .iter()
-        .filter(|l| l.op_type != "Gemm" || l.bias.is_none())
+        .filter(|l| !matches!(l.kind, OpKind::Gemm(_)) || l.bias.is_none())
         .map(|l| (l.relu.map(|r| ValueRef(r, 0)).unwrap_or(l.y), l.yq))
         .collect();
     for l in layers.iter_mut() {
@@ -589,7 +592,7 @@ fn share_chained_params(g: &Graph, layers: &mut [Layer]) {
                 break;
             }
             match g.op(v.0) {
-                Some(op) if export::TRANSPARENT.contains(&op.op_type.as_str()) => match g.input(v.0, 0) {
+                Some(op) if export::transparent(op) => match g.input(v.0, 0) {
                     Some(u) => v = u,
                     None => break,
                 },
