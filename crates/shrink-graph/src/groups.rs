@@ -681,4 +681,20 @@ mod tests {
         assert!(text.contains("producers [a], blocked: op `t` (Transpose) is not understood"), "{text}");
         assert!(text.contains("producers [c], blocked: reaches a graph output"), "{text}");
     }
+
+    #[test]
+    fn spatial_pad_keeps_channels_and_channel_pad_blocks() {
+        let pad = |p: &[i64]| {
+            let (mut b, x) = B::new(3);
+            let a = b.conv(x, "a", 3, 6, 1);
+            let p = b.0.add_weight(Tensor::from_i64("p", &[8], p));
+            let pd = b.op("Pad", "pad", &[a, ValueRef(p, 0)], vec![]);
+            let y = b.conv(pd, "out", 6, 2, 1);
+            b.dump(&[y])
+        };
+        let text = pad(&[0, 0, 1, 1, 0, 0, 1, 1]);
+        assert!(text.contains("group 1: 6 ch, producers [a], members [a:Producer, out:Consumer]"), "{text}");
+        let text = pad(&[0, 1, 0, 0, 0, 1, 0, 0]);
+        assert!(text.contains("producers [a], blocked: pad `pad` pads the channel axis"), "{text}");
+    }
 }

@@ -236,3 +236,16 @@ fn weight_slots_and_axes() {
     custom.domain = "com.example".into();
     assert!(parse(&custom).unwrap().is_none());
 }
+
+#[test]
+fn pad_shapes() {
+    let pads = |p: &[i64]| Tensor::from_i64("p", &[p.len() as i64], p);
+    // opset 11+: pads from input 1, begins then ends
+    assert_eq!(check(&[-1, 3, 28, 28], op("Pad", vec![]), &[pads(&[0, 0, 2, 1, 0, 0, 2, 1])]), "[N, 3, 32, 30]");
+    // opset < 11: the attribute
+    assert_eq!(check(&[1, 3, 4], op("Pad", vec![attr_ints("pads", &[0, 1, 0, 0, 1, 2])]), &[]), "[1, 5, 6]");
+    // negative pads crop
+    assert_eq!(check(&[1, 3, 8, 8], op("Pad", vec![]), &[pads(&[0, 0, -1, -1, 0, 0, -1, -1])]), "[1, 3, 6, 6]");
+    let bad = op("Pad", vec![attr_str("mode", "mirror")]);
+    assert!(crate::op::parse(&bad).unwrap_err().to_string().contains("unknown mode `mirror`"));
+}

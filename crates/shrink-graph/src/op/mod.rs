@@ -156,6 +156,7 @@ families! {
     elementwise => [Activation, Binary, Passthrough, SameShape],
     shape_ops => [Flatten, Reshape, Transpose, Squeeze, Concat, Split, ShapeOf, Gather, Constant],
     reduce => [Reduce, Softmax],
+    pad => [Pad],
 }
 
 pub use conv::{AutoPad, PoolKind, Window};
