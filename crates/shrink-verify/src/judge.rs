@@ -16,7 +16,7 @@ use tract_onnx::prelude::{
 };
 
 use crate::error::VerifyError;
-use crate::run::{guarded, onnx};
+use crate::run::{count_plan, guarded, onnx};
 
 /// A model ready to run in tract on batches of one input shape.
 pub struct Judge {
@@ -145,6 +145,7 @@ impl Judge {
             let typed = guarded("typing", || model.into_typed()).map_err(wrap)?;
             let optimized = guarded("optimizing", || typed.into_optimized()).map_err(wrap)?;
             let plan = guarded("planning", || optimized.into_runnable()).map_err(wrap)?;
+            count_plan();
             let state = guarded("planning", || plan.spawn()).map_err(wrap)?;
             self.states.insert(batch, state);
         }
