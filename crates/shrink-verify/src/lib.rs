@@ -33,7 +33,7 @@ mod tests;
 
 pub use compare::{compare_close, compare_exact};
 pub use error::VerifyError;
-pub use eval::{EvalResult, agreement_on_random, check_fit, evaluate, size};
+pub use eval::{EvalResult, Reference, agreement_on_random, check_fit, evaluate, size, size_of_encoded};
 pub use judge::{InputSpec, Judge, Logits, top_k};
 pub use latency::LatencyConfig;
 pub use report::{AccuracyReport, AgreementReport, CompareReport, LatencyReport, Ratios, SizeReport, VerifyReport};
