@@ -45,6 +45,7 @@ fn run_kind(
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     stage.run(model, &mut cx).unwrap()
 }

@@ -58,6 +58,7 @@ fn run_stage(out: &Path, train: &InMemoryDataset, test: &InMemoryDataset) -> (Mo
         progress: &mut progress,
         scratch: out.join("scratch"),
         output_dir: out.to_path_buf(),
+        encoded: Default::default(),
     };
     let report = stage.run(&mut model, &mut cx).unwrap();
     model.graph.verify().unwrap();

@@ -59,6 +59,11 @@ fn cases() -> Vec<Case> {
     out
 }
 
+/// The quick overrides of the case named `name`.
+pub(crate) fn quick_overrides(name: &str) -> Vec<String> {
+    cases().into_iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no golden case {name}")).quick
+}
+
 /// The figure `name` of a finished run.
 fn figure(report: &Report, name: &str) -> Option<f64> {
     let first = report.rows.first()?;

@@ -203,6 +203,7 @@ fn stage_writes_the_file_and_keeps_the_model() {
         progress: &mut progress,
         scratch: dir.path().to_path_buf(),
         output_dir: dir.path().to_path_buf(),
+        encoded: Default::default(),
     };
     let report = stage.run(&mut model, &mut cx).unwrap();
     assert_eq!(model.to_bytes(), before, "the stage changed the model");

@@ -48,6 +48,7 @@ fn quantize_table(m: &Model, table: &toml::Table, train: &dyn Dataset) -> (Model
         progress: &mut progress,
         scratch: dir.path().to_path_buf(),
         output_dir: dir.path().to_path_buf(),
+        encoded: Default::default(),
     };
     let report = stage.run(&mut out, &mut cx).unwrap();
     out.graph.verify().unwrap();

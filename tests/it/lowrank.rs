@@ -171,6 +171,7 @@ fn run_stage(m: &mut Model, params: &str) -> shrink_stage::StageReport {
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     let r = stage.run(m, &mut cx).unwrap();
     m.graph.verify().unwrap();

@@ -19,3 +19,4 @@ mod tidy;
 mod train;
 mod util;
 mod verify;
+mod verify_once;

@@ -59,6 +59,7 @@ fn run(stage: &dyn Stage, model: &mut Model) -> Result<StageReport, StageError> 
         progress: &mut progress,
         scratch: tmp.clone(),
         output_dir: tmp,
+        encoded: Default::default(),
     };
     stage.run(model, &mut cx)
 }

@@ -42,6 +42,7 @@ fn quantize(model: &mut Model, params: &str, train: Option<&dyn Dataset>) -> Sta
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     let report = stage.run(model, &mut cx).unwrap();
     model.graph.verify().unwrap();

@@ -472,6 +472,7 @@ fn every_criterion_removes_the_dead_channel() {
             progress: &mut progress,
             scratch: std::env::temp_dir(),
             output_dir: std::env::temp_dir(),
+            encoded: Default::default(),
         };
         use shrink_stage::Stage;
         let report = stage.run(&mut pruned, &mut cx).unwrap();
@@ -518,6 +519,7 @@ fn iterative_steps_with_finetune() {
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     use shrink_stage::Stage;
     let report = stage.run(&mut pruned, &mut cx).unwrap();
@@ -558,6 +560,7 @@ fn stage_on_convnet_mix() {
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     use shrink_stage::Stage;
     let report = stage.run(&mut pruned, &mut cx).unwrap();

@@ -12,7 +12,7 @@ use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
 use shrink_graph::Model;
 use shrink_verify::{
     CompareReport, InputSpec, Judge, LatencyConfig, LatencyReport, VerifyReport, agreement_on_random, evaluate,
-    latency, size,
+    latency, size_of_encoded,
 };
 
 use crate::info::group;
@@ -133,21 +133,23 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 fn measure(paths: &[&Path], args: &EvalArgs) -> anyhow::Result<(Vec<VerifyReport>, Option<String>)> {
     let spec = input_spec(args)?;
     let models: Vec<Model> = paths.iter().map(|p| load_model(p)).collect::<anyhow::Result<_>>()?;
+    // one export per model: its judge and its size read the same bytes
+    let bytes: Vec<Vec<u8>> = models.iter().map(Model::to_bytes).collect();
     let mut judges: Vec<Judge> = paths
         .iter()
-        .zip(&models)
-        .map(|(p, m)| Judge::new(&p.display().to_string(), m, &spec))
+        .zip(&bytes)
+        .map(|(p, b)| Judge::from_bytes(&p.display().to_string(), b, &spec))
         .collect::<Result<_, _>>()?;
     let data = load_data(args, judges[0].sample_shape())?;
     let mut refs: Vec<&mut Judge> = judges.iter_mut().collect();
     let mut reports: Vec<VerifyReport> = paths
         .iter()
-        .zip(&models)
+        .zip(models.iter().zip(&bytes))
         .zip(refs.iter())
-        .map(|((p, m), j)| VerifyReport {
+        .map(|((p, (m, b)), j)| VerifyReport {
             model: p.display().to_string(),
             input_shape: j.input_shape(args.batch),
-            size: size(m),
+            size: size_of_encoded(m, b),
             accuracy: None,
             agreement: None,
             latency: Vec::new(),

@@ -1,11 +1,27 @@
 //! [`Model`] → `ModelProto`: edges become names again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::graph::{Graph, Model, NodeKind, ValueRef};
 use crate::onnx::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+
+/// How many times this process has exported a [`Model`] to a `ModelProto`.
+static EXPORTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of `Model` → `ModelProto` exports this process has made so far:
+/// every [`Model::to_proto`], [`Model::to_bytes`] and [`Model::save`] counts one.
+///
+/// A test and diagnostic hook (callers that hold a model's bytes should not
+/// export it again); it is process-wide, so a test that reads it must be the
+/// only code exporting models while it measures.
+pub fn model_exports() -> usize {
+    EXPORTS.load(Ordering::Relaxed)
+}
 
 /// Builds the protobuf. `fix_tensor` sees every initializer copy (the writer
 /// uses it to move external data out or inline it).
 pub(crate) fn export(model: &Model, fix_tensor: &mut dyn FnMut(&mut TensorProto)) -> ModelProto {
+    EXPORTS.fetch_add(1, Ordering::Relaxed);
     let mut m = model.meta.clone();
     m.graph = Some(export_graph(&model.graph, fix_tensor));
     m

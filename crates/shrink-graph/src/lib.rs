@@ -41,6 +41,7 @@ mod tests;
 
 pub use analysis::{LayerInfo, ModelSummary, ValueSummary, summarize};
 pub use error::GraphError;
+pub use export::model_exports;
 pub use graph::{Edge, Graph, Model, Node, NodeId, NodeKind, Op, Slot, ValueRef, Weight};
 pub use io::{LoadOptions, save_file};
 pub use shape::{Dim, Shape, Shapes, declared_shape, infer_shapes};

@@ -8,7 +8,7 @@
 //! panic hooks, thread-locals or a [`PluginStage`]): loading leaks it.
 //!
 //! A [`PluginStage`] exchanges only bytes with the plugin: the model as ONNX
-//! (`Model::to_bytes`), the parameters as TOML text and a JSON context go in;
+//! (`Model::to_bytes`, or the bytes the runner holds: `StageCx::model_bytes`), the parameters as TOML text and a JSON context go in;
 //! the whole rewritten model as ONNX and a JSON report come back, and the
 //! host hands the result to the plugin's own `free`. The returned model is
 //! decoded with [`Model::from_bytes`], which verifies the graph, so garbage
@@ -205,7 +205,7 @@ impl Stage for PluginStage {
     fn run(&self, model: &mut Model, cx: &mut StageCx<'_>) -> Result<StageReport, StageError> {
         let p = &self.plugin.inner;
         let fail = |reason: String| p.failed(&self.kind, reason);
-        let bytes = model.to_bytes();
+        let bytes = cx.model_bytes(model);
         let context = serde_json::json!({
             "pipeline": cx.pipeline,
             "index": cx.index,

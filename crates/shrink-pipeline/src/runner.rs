@@ -5,6 +5,16 @@
 //! original on the test data, or agreement on seeded random inputs; latency
 //! interleaved with the original; size), a report row, a checkpoint.
 //!
+//! Each model the run holds (the original, and the result of each stage run)
+//! is exported to ONNX bytes once: the checkpoint is written from them, the
+//! size measured from them, tract judges them, and the next stage receives
+//! them (`StageCx::encoded`). The original is run over the test data (or the
+//! random inputs) once; its logits are kept and every stage's model is
+//! compared with them. Its judge, with one tract plan per batch size, lives
+//! for the whole run, so its latency plans are built once and it is timed
+//! interleaved with each stage's model; the original's own row times it alone
+//! (its latency ratio is 1).
+//!
 //! Checkpoints: `stages/NN-kind.onnx` then `stages/NN-kind.json` (the row,
 //! with the hash), each written atomically; the JSON is written last, so a
 //! stage counts as finished only when both exist. The hash of stage N chains
@@ -21,9 +31,10 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
+use shrink_graph::onnx::tensor_proto::DataLocation;
 use shrink_graph::{Model, save_file};
-use shrink_stage::{Progress, Registry, Stage, StageCx};
-use shrink_verify::{InputSpec, Judge, LatencyConfig, agreement_on_random, evaluate, latency, size};
+use shrink_stage::{Encoded, Progress, Registry, Stage, StageCx};
+use shrink_verify::{InputSpec, Judge, LatencyConfig, Reference, latency, size_of_encoded};
 use tracing::{info, info_span, warn};
 
 use crate::config::{DataSource, Pipeline};
@@ -169,6 +180,20 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
     save_file(path, bytes).map_err(|e| PipelineError::Graph(e.in_file(path)))
 }
 
+/// Writes `model`, whose inline encoding is `bytes`, to `path`: the bytes
+/// themselves, unless tensors of the model were loaded from external data;
+/// [`Model::save`] then writes those to a side file again (exporting anew).
+fn write_model(path: &Path, model: &Model, bytes: &[u8]) -> Result<(), PipelineError> {
+    let external = model.graph.weights().any(|(_, t)| t.proto.data_location == DataLocation::External as i32);
+    if external {
+        let mut m = model.clone();
+        m.source = None;
+        Ok(m.save(path)?)
+    } else {
+        write(path, bytes)
+    }
+}
+
 fn checkpoint_name(step: usize, kind: &str) -> String {
     let safe: String = kind.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     format!("{step:02}-{safe}")
@@ -206,7 +231,11 @@ fn claim_output(p: &Pipeline, out: &Path, force: bool) -> Result<(), PipelineErr
 
 /// The original and the current model measured by tract.
 struct Verifier<'d> {
+    /// The original's judge: its tract plans live for the whole run.
     original: Judge,
+    /// The original's logits over the test data or the random inputs, from
+    /// the first row on.
+    reference: Option<Reference<'d>>,
     data: Option<&'d Data>,
     spec: InputSpec,
     cfg: LatencyConfig,
@@ -215,41 +244,84 @@ struct Verifier<'d> {
     seed: u64,
 }
 
-impl Verifier<'_> {
-    /// Measures `model` (with the original interleaved) into a row.
+/// The batch size accuracy and agreement are computed at.
+const EVAL_BATCH: usize = 100;
+/// The batch size of agreement on random inputs.
+const RANDOM_BATCH: usize = 16;
+
+impl<'d> Verifier<'d> {
+    /// Measures the original (`model`, encoded as `bytes`) into row 0 and
+    /// keeps its logits.
+    fn original_row(&mut self, model: &Model, bytes: &[u8], progress: &mut dyn Progress) -> Result<Row, PipelineError> {
+        let name = "original";
+        let (reference, accuracy, samples) = match self.data.and_then(|d| d.test.as_ref()) {
+            Some(test) => {
+                progress.start(&format!("verify {name}: accuracy"), test.len() as u64);
+                let r = Reference::on_data(&mut self.original, test, EVAL_BATCH, None, &mut |done, _| {
+                    progress.update(done as u64, "")
+                })?;
+                let acc = r.accuracy().map(|a| (a.top1, a.samples));
+                (r, acc.map(|a| a.0), acc.map(|a| a.1))
+            }
+            None => {
+                let total = (self.random_batches * RANDOM_BATCH) as u64;
+                progress.start(&format!("verify {name}: agreement on random inputs"), total);
+                let r = Reference::on_random(
+                    &mut self.original,
+                    RANDOM_BATCH,
+                    self.random_batches,
+                    self.seed,
+                    &mut |done, _| progress.update(done as u64, ""),
+                )?;
+                (r, None, None)
+            }
+        };
+        let agreement = Some(reference.self_agreement());
+        self.reference = Some(reference);
+        let mut lat = Vec::new();
+        let mut ratio = Vec::new();
+        for &b in &self.batch_sizes {
+            progress.start(&format!("verify {name}: latency at batch {b}"), 0);
+            let l = latency::measure(&mut [&mut self.original], b, 1, &self.cfg)?;
+            ratio.push((b, 1.0));
+            lat.push(l[0].clone());
+        }
+        progress.finish();
+        Ok(Row {
+            step: 0,
+            kind: name.to_string(),
+            accuracy,
+            samples,
+            agreement,
+            nodes: model.graph.ops().len(),
+            size: size_of_encoded(model, bytes),
+            latency: lat,
+            latency_ratio: ratio,
+            stage: None,
+            seconds: 0.0,
+            hash: String::new(),
+        })
+    }
+
+    /// Measures `model` (encoded as `bytes`) against the original into a row.
     fn row(
         &mut self,
         step: usize,
         kind: &str,
         model: &Model,
+        bytes: &[u8],
         progress: &mut dyn Progress,
     ) -> Result<Row, PipelineError> {
-        let name = if step == 0 { "original".to_string() } else { format!("step {step} ({kind})") };
-        let mut judge = Judge::new(&name, model, &self.spec)?;
-        let (mut accuracy, mut samples) = (None, None);
-        let agreement = match self.data.and_then(|d| d.test.as_ref()) {
-            Some(test) => {
-                progress.start(&format!("verify {name}: accuracy"), test.len() as u64);
-                let res = evaluate(&mut [&mut self.original, &mut judge], test, 100, None, &mut |done, _| {
-                    progress.update(done as u64, "")
-                })?;
-                accuracy = Some(res.accuracy[1].top1);
-                samples = Some(res.accuracy[1].samples);
-                res.agreement[1].clone()
-            }
-            None => {
-                let total = (self.random_batches * 16) as u64;
-                progress.start(&format!("verify {name}: agreement on random inputs"), total);
-                let a = agreement_on_random(
-                    &mut [&mut self.original, &mut judge],
-                    16,
-                    self.random_batches,
-                    self.seed,
-                    &mut |done, _| progress.update(done as u64, ""),
-                )?;
-                a[1].clone()
-            }
+        let name = format!("step {step} ({kind})");
+        let reference =
+            self.reference.as_ref().ok_or_else(|| PipelineError::Other("the original's row comes first".into()))?;
+        let mut judge = Judge::from_bytes(&name, bytes, &self.spec)?;
+        let phase = match self.data.and_then(|d| d.test.as_ref()) {
+            Some(test) => (format!("verify {name}: accuracy"), test.len() as u64),
+            None => (format!("verify {name}: agreement on random inputs"), (self.random_batches * RANDOM_BATCH) as u64),
         };
+        progress.start(&phase.0, phase.1);
+        let (acc, agreement) = reference.compare(&mut judge, &mut |done, _| progress.update(done as u64, ""))?;
         let mut lat = Vec::new();
         let mut ratio = Vec::new();
         for &b in &self.batch_sizes {
@@ -262,11 +334,11 @@ impl Verifier<'_> {
         Ok(Row {
             step,
             kind: kind.to_string(),
-            accuracy,
-            samples,
-            agreement,
+            accuracy: acc.as_ref().map(|a| a.top1),
+            samples: acc.as_ref().map(|a| a.samples),
+            agreement: Some(agreement),
             nodes: model.graph.ops().len(),
-            size: size(model),
+            size: size_of_encoded(model, bytes),
             latency: lat,
             latency_ratio: ratio,
             stage: None,
@@ -304,8 +376,10 @@ pub fn run(
     }
     let input_bytes = std::fs::read(model_path).map_err(|e| PipelineError::io(model_path, e))?;
     let original = Model::load(model_path)?;
+    // The original's one export: its judge, its size and the stages use these bytes.
+    let original_bytes = original.to_bytes();
     let spec = InputSpec { shape: f.verify.input_shape.clone(), ..InputSpec::default() };
-    let original_judge = Judge::new("original", &original, &spec)?;
+    let original_judge = Judge::from_bytes("original", &original_bytes, &spec)?;
     let data = load_data(p, original_judge.sample_shape())?;
     if opts.dry_run {
         info!(stages = stages.len(), "dry run: the pipeline is valid");
@@ -326,6 +400,7 @@ pub fn run(
 
     let mut verifier = Verifier {
         original: original_judge,
+        reference: None,
         data: data.as_ref(),
         spec,
         cfg: LatencyConfig { min_runs: 20, max_runs: 2000, min_seconds: 0.5, max_seconds: 5.0 },
@@ -344,11 +419,14 @@ pub fn run(
     let head =
         serde_json::to_string(&(&f.pipeline, &f.data, &f.verify)).map_err(|e| PipelineError::Other(e.to_string()))?;
     let mut hash = sha(&[&input_bytes, head.as_bytes(), CODE_VERSION.as_bytes(), build_identity().as_bytes()]);
-    let mut base = verifier.row(0, "original", &original, progress)?;
+    let mut base = verifier.original_row(&original, &original_bytes, progress)?;
     base.hash = hash.clone();
     report.rows.push(base);
 
     let mut model = original.clone();
+    // The encoding of `model`, when the run holds it (not after resuming from a checkpoint).
+    let mut model_bytes: Option<Vec<u8>> = None;
+    let mut model_is_original = true;
     let mut resumed = 0;
     let mut resuming = true;
     for (i, stage) in stages.iter().enumerate() {
@@ -366,6 +444,7 @@ pub fn run(
             match done {
                 Some(row) if row.hash == hash && onnx_path.exists() => {
                     model = Model::load(&onnx_path)?;
+                    (model_bytes, model_is_original) = (None, false);
                     info!(step, kind = %kind, "resumed from checkpoint {}", onnx_path.display());
                     progress.start(&format!("stage {step}/{}: {kind} (resumed from checkpoint)", stages.len()), 0);
                     progress.finish();
@@ -394,6 +473,10 @@ pub fn run(
             progress,
             scratch: scratch.clone(),
             output_dir: out.clone(),
+            encoded: Encoded {
+                original: Some(&original_bytes),
+                model: if model_is_original { Some(&original_bytes) } else { model_bytes.as_deref() },
+            },
         };
         let stage_report = stage.run(&mut model, &mut cx).map_err(|source| PipelineError::Stage {
             pipeline: p.path.clone(),
@@ -410,8 +493,10 @@ pub fn run(
             source: Box::new(source),
         })?;
         model.source = None;
-        model.save(&onnx_path)?;
-        let mut row = verifier.row(step, &kind, &model, progress)?;
+        // This model's one export: checkpoint, judge and size use these bytes.
+        let bytes = model.to_bytes();
+        write_model(&onnx_path, &model, &bytes)?;
+        let mut row = verifier.row(step, &kind, &model, &bytes, progress)?;
         row.stage = Some(stage_report);
         row.seconds = seconds;
         row.hash = hash.clone();
@@ -422,9 +507,17 @@ pub fn run(
         )?;
         report.rows.push(row);
         write_reports(out, &report, false)?;
+        (model_bytes, model_is_original) = (Some(bytes), false);
     }
-    model.source = None;
-    model.save(out.join("model.onnx"))?;
+    let final_path = out.join("model.onnx");
+    match (model_is_original, &model_bytes) {
+        (true, _) => write_model(&final_path, &model, &original_bytes)?,
+        (false, Some(bytes)) => write_model(&final_path, &model, bytes)?,
+        (false, None) => {
+            model.source = None;
+            model.save(&final_path)?;
+        }
+    }
     write_reports(out, &report, true)?;
     if let (Some(limit), Some(before), Some(after)) =
         (f.verify.max_accuracy_drop, report.rows[0].accuracy, report.rows.last().and_then(|r| r.accuracy))

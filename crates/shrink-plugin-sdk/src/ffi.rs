@@ -158,6 +158,8 @@ unsafe fn run(input: *const RunInput, stages: &[Export]) -> Result<(Vec<u8>, Vec
         progress: &mut progress,
         output_dir: text("output_dir").map(PathBuf::from).unwrap_or_else(|| scratch.clone()),
         scratch,
+        // the host's bytes are any valid encoding, not necessarily `to_bytes`'s
+        encoded: Default::default(),
     };
     let report = stage.run(&mut model, &mut cx).map_err(|e| e.to_string())?;
     model.graph.verify().map_err(|e| format!("stage `{kind}` left an invalid graph (a bug in the plugin): {e}"))?;

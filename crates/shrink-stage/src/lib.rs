@@ -20,6 +20,7 @@ mod select;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 pub use error::StageError;
@@ -75,6 +76,21 @@ pub struct StageCx<'a> {
     pub scratch: PathBuf,
     /// The run's output folder (e.g. the Huffman stage writes `model.shrink` there).
     pub output_dir: PathBuf,
+    /// ONNX bytes the caller already holds (use [`StageCx::original_bytes`]
+    /// and [`StageCx::model_bytes`], which export when they are absent).
+    pub encoded: Encoded<'a>,
+}
+
+/// Inline ONNX encodings ([`Model::to_bytes`]) that the caller of a stage
+/// already holds, so that the stage need not export the same model again
+/// (the pipeline runner encodes each model it holds once). Each is optional;
+/// `Encoded::default()` holds none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Encoded<'a> {
+    /// The bytes of [`StageCx::original`].
+    pub original: Option<&'a [u8]>,
+    /// The bytes of the model [`Stage::run`] receives, as it receives it.
+    pub model: Option<&'a [u8]>,
 }
 
 impl std::fmt::Debug for StageCx<'_> {
@@ -90,6 +106,23 @@ impl std::fmt::Debug for StageCx<'_> {
 }
 
 impl<'a> StageCx<'a> {
+    /// The original's inline ONNX bytes: the caller's, or exported now.
+    pub fn original_bytes(&self) -> Cow<'a, [u8]> {
+        match self.encoded.original {
+            Some(b) => Cow::Borrowed(b),
+            None => Cow::Owned(self.original.to_bytes()),
+        }
+    }
+
+    /// The inline ONNX bytes of `model`, the model `run` received, before the
+    /// stage changes it: the caller's, or exported now.
+    pub fn model_bytes(&self, model: &Model) -> Cow<'a, [u8]> {
+        match self.encoded.model {
+            Some(b) => Cow::Borrowed(b),
+            None => Cow::Owned(model.to_bytes()),
+        }
+    }
+
     /// The training data, or the error that tells the user which key to add.
     pub fn require_train(&self, stage: &str, why: &str) -> Result<&'a dyn Dataset, StageError> {
         self.train.ok_or_else(|| StageError::NeedsData {

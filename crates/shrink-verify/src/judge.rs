@@ -5,23 +5,31 @@
 //! accepted). tract plans are built per batch size, with every dimension
 //! fixed: the model's symbolic dims are bound to what the caller or the
 //! dataset gives, and its declared batch is replaced by the batch asked for.
+//!
+//! The ONNX bytes are parsed by tract once, into one inference model; each
+//! batch size gets a copy of it with the symbolic dims bound in tract's facts
+//! (the same facts the bytes would give with those dims written in), then its
+//! own typed, optimized plan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use prost::Message;
-use shrink_graph::{Dim, Model, NodeKind, declared_shape};
-use tract_onnx::pb::ModelProto;
+use shrink_graph::{Dim, Model};
+use tract_onnx::pb::{ModelProto, type_proto};
 use tract_onnx::prelude::{
-    DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTensor, TValue, Tensor, TypedSimpleState, tvec,
+    DatumExt, Framework, InferenceModel, InferenceModelExt, IntoRunnable, IntoTensor, SymbolValues, TValue, TVec,
+    Tensor, TypedSimpleState, tvec,
 };
+use tract_onnx::tract_hir::infer::{DimFact, GenericFactoid, ShapeFactoid};
 
 use crate::error::VerifyError;
-use crate::run::{guarded, onnx};
+use crate::run::{count_plan, guarded, onnx};
 
 /// A model ready to run in tract on batches of one input shape.
 pub struct Judge {
     name: String,
-    proto: shrink_graph::onnx::ModelProto,
+    /// The decoded bytes until tract first needs them, then tract's parse of them.
+    model: Parsed,
     /// Symbolic dimension names bound to values (`--set-dim`); the input's
     /// batch symbol, if any, is bound per batch size.
     dims: HashMap<String, i64>,
@@ -30,6 +38,12 @@ pub struct Judge {
     sample: Vec<usize>,
     /// One tract plan, with its run state (buffers kept between runs), per batch size.
     states: HashMap<usize, TypedSimpleState>,
+}
+
+/// The model, parsed by tract at most once.
+enum Parsed {
+    Proto(Box<ModelProto>),
+    Model(Box<InferenceModel>),
 }
 
 impl std::fmt::Debug for Judge {
@@ -52,18 +66,30 @@ pub struct InputSpec {
 }
 
 impl Judge {
-    /// Prepares `model` (named `name` in messages and reports).
+    /// Prepares `model` (named `name` in messages and reports). This exports
+    /// the model; a caller that holds its ONNX bytes already uses [`Judge::from_bytes`].
     pub fn new(name: &str, model: &Model, spec: &InputSpec) -> Result<Judge, VerifyError> {
-        let g = &model.graph;
-        let inputs: Vec<_> = g.real_inputs().collect();
-        let [input] = inputs[..] else {
-            return Err(VerifyError::Model {
-                model: name.into(),
-                reason: format!("it has {} inputs; evaluation takes single-input classifiers", inputs.len()),
-            });
+        Judge::from_bytes(name, &model.to_bytes(), spec)
+    }
+
+    /// Prepares the model whose ONNX encoding (every tensor inline, as
+    /// [`Model::to_bytes`] gives it) is `bytes`.
+    pub fn from_bytes(name: &str, bytes: &[u8], spec: &InputSpec) -> Result<Judge, VerifyError> {
+        let bad = |reason: String| VerifyError::Model { model: name.into(), reason };
+        let proto = ModelProto::decode(bytes).map_err(|e| bad(format!("its ONNX bytes do not decode: {e}")))?;
+        let Some(g) = proto.graph.as_ref() else { return Err(bad("it has no graph".into())) };
+        // Graph inputs that an initializer feeds are weights, not inputs.
+        let weights: HashSet<&str> = g
+            .initializer
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(g.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|t| t.name.as_str()))
+            .collect();
+        let inputs: Vec<_> = g.input.iter().filter(|vi| !weights.contains(vi.name.as_str())).collect();
+        let [vi] = inputs[..] else {
+            return Err(bad(format!("it has {} inputs; evaluation takes single-input classifiers", inputs.len())));
         };
-        let NodeKind::Input(vi) = g.node(input) else { unreachable!("real_inputs yields inputs") };
-        let declared = declared_shape(vi.r#type.as_ref()).unwrap_or_default();
+        let declared = declared_dims(vi.r#type.as_ref()).unwrap_or_default();
         let sample = match &spec.shape {
             Some(s) if s.len() >= 2 => s[1..].to_vec(),
             Some(s) => {
@@ -108,7 +134,14 @@ impl Judge {
             _ => None,
         };
         let dims = spec.dims.iter().map(|(k, &v)| (k.clone(), v as i64)).collect();
-        Ok(Judge { name: name.into(), proto: model.to_proto(), dims, batch_symbol, sample, states: HashMap::new() })
+        Ok(Judge {
+            name: name.into(),
+            model: Parsed::Proto(Box::new(proto)),
+            dims,
+            batch_symbol,
+            sample,
+            states: HashMap::new(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -125,26 +158,37 @@ impl Judge {
         std::iter::once(batch).chain(self.sample.iter().copied()).collect()
     }
 
+    /// tract's parse of the model, made on first use.
+    fn parsed(&mut self) -> Result<&InferenceModel, VerifyError> {
+        if let Parsed::Proto(proto) = &self.model {
+            let wrap = |e: VerifyError| VerifyError::Model { model: self.name.clone(), reason: e.to_string() };
+            let model = guarded("parsing", || onnx().model_for_proto_model(proto)).map_err(wrap)?;
+            self.model = Parsed::Model(Box::new(model));
+        }
+        match &self.model {
+            Parsed::Model(m) => Ok(m),
+            Parsed::Proto(_) => unreachable!("parsed above"),
+        }
+    }
+
     fn state(&mut self, batch: usize) -> Result<&mut TypedSimpleState, VerifyError> {
         if !self.states.contains_key(&batch) {
             let shape = self.input_shape(batch);
-            // Bind symbolic dims in the declared types (inputs, outputs,
-            // value_info: exporters write `batch` on every intermediate) so
-            // that tract does not meet a symbol where the input fact has a number.
-            let mut bound = self.proto.clone();
             let mut values = self.dims.clone();
             if let Some(s) = &self.batch_symbol {
                 values.insert(s.clone(), batch as i64);
             }
-            bind_dims(&mut bound, &values);
-            let proto = ModelProto::decode(bound.encode_to_vec().as_slice())?;
-            let proto = &proto;
+            let mut model = self.parsed()?.clone();
+            // Bind symbolic dims in the declared facts (inputs, outputs,
+            // value_info: exporters write `batch` on every intermediate) so
+            // that tract does not meet a symbol where the input fact has a number.
+            bind_dims(&mut model, &values);
             let wrap = |e: VerifyError| VerifyError::Model { model: self.name.clone(), reason: e.to_string() };
-            let mut model = guarded("parsing", || onnx().model_for_proto_model(proto)).map_err(wrap)?;
             guarded("setting the input shape", || model.set_input_fact(0, f32::fact(&shape).into())).map_err(wrap)?;
             let typed = guarded("typing", || model.into_typed()).map_err(wrap)?;
             let optimized = guarded("optimizing", || typed.into_optimized()).map_err(wrap)?;
             let plan = guarded("planning", || optimized.into_runnable()).map_err(wrap)?;
+            count_plan();
             let state = guarded("planning", || plan.spawn()).map_err(wrap)?;
             self.states.insert(batch, state);
         }
@@ -220,23 +264,48 @@ pub fn top_k(row: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// Replaces named dimensions by values in every declared type of the main graph.
-fn bind_dims(proto: &mut shrink_graph::onnx::ModelProto, values: &HashMap<String, i64>) {
-    use shrink_graph::onnx::tensor_shape_proto::dimension::Value;
-    use shrink_graph::onnx::type_proto;
-    let Some(g) = proto.graph.as_mut() else { return };
-    for vi in g.input.iter_mut().chain(g.output.iter_mut()).chain(g.value_info.iter_mut()) {
-        let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
-            continue;
-        };
-        for d in t.shape.iter_mut().flat_map(|s| s.dim.iter_mut()) {
-            if let Some(Value::DimParam(p)) = &d.value
-                && let Some(&v) = values.get(p)
-            {
-                d.value = Some(Value::DimValue(v));
+/// Replaces named dimensions by values in every fact of the main graph (the
+/// facts tract made of the declared types of its inputs, outputs and value_info).
+fn bind_dims(model: &mut InferenceModel, values: &HashMap<String, i64>) {
+    let mut bound = SymbolValues::default();
+    for (name, &v) in values {
+        bound.set(&model.symbols.sym(name), v);
+    }
+    for node in &mut model.nodes {
+        for out in &mut node.outputs {
+            let shape = &out.fact.shape;
+            if !shape.dims().any(|d| matches!(d, GenericFactoid::Only(t) if !t.symbols().is_empty())) {
+                continue;
             }
+            let dims: TVec<DimFact> = shape
+                .dims()
+                .map(|d| match d {
+                    GenericFactoid::Only(t) => GenericFactoid::Only(t.eval(&bound)),
+                    GenericFactoid::Any => GenericFactoid::Any,
+                })
+                .collect();
+            out.fact.shape = if shape.is_open() { ShapeFactoid::open(dims) } else { ShapeFactoid::closed(dims) };
         }
     }
+}
+
+/// The shape a tract `TypeProto` declares, if it is a tensor with a shape
+/// (as `shrink_graph::declared_shape` reads the same field).
+fn declared_dims(tp: Option<&tract_onnx::pb::TypeProto>) -> Option<Vec<Dim>> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    let Some(type_proto::Value::TensorType(t)) = tp.and_then(|t| t.value.as_ref()) else { return None };
+    let shape = t.shape.as_ref()?;
+    Some(
+        shape
+            .dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(Value::DimValue(v)) if *v >= 0 => Dim::Known(*v as u64),
+                Some(Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+                _ => Dim::Unknown,
+            })
+            .collect(),
+    )
 }
 
 pub(crate) fn shape_text(s: &[Dim]) -> String {

@@ -33,11 +33,11 @@ mod tests;
 
 pub use compare::{compare_close, compare_exact};
 pub use error::VerifyError;
-pub use eval::{EvalResult, agreement_on_random, check_fit, evaluate, size};
+pub use eval::{EvalResult, Reference, agreement_on_random, check_fit, evaluate, size, size_of_encoded};
 pub use judge::{InputSpec, Judge, Logits, top_k};
 pub use latency::LatencyConfig;
 pub use report::{AccuracyReport, AgreementReport, CompareReport, LatencyReport, Ratios, SizeReport, VerifyReport};
-pub use run::{run_onnx, run_onnx_folded};
+pub use run::{plans_built, run_onnx, run_onnx_folded};
 pub use segmented::{Segmented, SegmentedRun};
 pub use tensor::{datum_type, tensor_from_proto, tensor_from_proto_bytes, zero_tensor};
 

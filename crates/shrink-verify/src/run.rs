@@ -2,6 +2,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prost::Message;
 use tract_onnx::pb::ModelProto;
@@ -17,6 +18,24 @@ use crate::error::VerifyError;
 pub(crate) fn onnx() -> &'static tract_onnx::Onnx {
     static ONNX: OnceLock<tract_onnx::Onnx> = OnceLock::new();
     ONNX.get_or_init(tract_onnx::onnx)
+}
+
+/// How many tract plans this process has built.
+static PLANS: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of tract plans (typed, optimized, runnable models) this
+/// process has built so far: one per [`crate::Judge`] and batch size, one per
+/// [`run_onnx`] call, one per segment of a [`crate::Segmented`].
+///
+/// A test and diagnostic hook (plans are the expensive part of judging a
+/// model); it is process-wide, so a test that reads it must be the only code
+/// using tract while it measures.
+pub fn plans_built() -> usize {
+    PLANS.load(Ordering::Relaxed)
+}
+
+pub(crate) fn count_plan() {
+    PLANS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Runs one stage of tract, turning its error or its panic into a [`VerifyError`].
@@ -84,6 +103,7 @@ fn run(model_bytes: &[u8], inputs: &[Tensor], fold: bool) -> Result<Vec<Tensor>,
     let typed = guarded("typing", || model.into_typed())?;
     let optimized = guarded("optimizing", || typed.into_optimized())?;
     let runnable = guarded("planning", || optimized.into_runnable())?;
+    count_plan();
     let values: TVec<TValue> = if fold { TVec::new() } else { inputs.iter().map(|t| t.clone().into()).collect() };
     let outputs = guarded("running", || runnable.run(values))?;
     Ok(outputs.into_iter().map(|v| onnx_typed(v.into_tensor())).collect())

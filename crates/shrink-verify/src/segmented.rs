@@ -108,6 +108,7 @@ impl Segmented {
             let typed = guarded("typing", || m.into_typed()).map_err(wrap)?;
             let optimized = guarded("optimizing", || typed.into_optimized()).map_err(wrap)?;
             let plan = guarded("planning", || optimized.into_runnable()).map_err(wrap)?;
+            crate::run::count_plan();
             let state = guarded("planning", || plan.spawn()).map_err(wrap)?;
             plans.push(Plan { name: name.to_string(), shape, state });
         }

@@ -1,5 +1,6 @@
 //! Unit tests: a tiny Add + Relu model through tract, tensors from protobuf,
-//! and the two comparisons.
+//! the two comparisons, a judge's plans per batch size, and a reference's
+//! figures against evaluating both models together.
 
 use prost::Message;
 use shrink_graph::onnx::tensor_proto::DataType;
@@ -9,7 +10,10 @@ use shrink_graph::onnx::{
     type_proto,
 };
 
-use crate::{Tensor, VerifyError, compare_close, compare_exact, run_onnx, tensor_from_proto, tensor_from_proto_bytes};
+use crate::{
+    InputSpec, Judge, Reference, Tensor, VerifyError, agreement_on_random, compare_close, compare_exact, evaluate,
+    run_onnx, tensor_from_proto, tensor_from_proto_bytes,
+};
 
 fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
     let dim = dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() });
@@ -166,4 +170,75 @@ fn shape_outputs_are_int64() {
     let x = f32_tensor(&[2, 3], &[0.0; 6]);
     let outputs = run_onnx(&proto.encode_to_vec(), &[x]).unwrap();
     assert_eq!(outputs, vec![Tensor::from_shape(&[2], &[2i64, 3]).unwrap()]);
+}
+
+/// y = relu(x + b) with x, the sum and y declared `[batch, 3]`, as exporters
+/// write a symbolic batch on every intermediate.
+fn batch_model(b: [f32; 3]) -> Vec<u8> {
+    let mut proto = ModelProto::decode(add_relu_model().as_slice()).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    g.initializer[0].float_data = b.to_vec();
+    let sym = |mut vi: ValueInfoProto| {
+        if let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            t.shape.as_mut().unwrap().dim[0].value = Some(dimension::Value::DimParam("batch".into()));
+        }
+        vi
+    };
+    g.input = vec![sym(value_info("x", &[0, 3]))];
+    g.output = vec![sym(value_info("y", &[0, 3]))];
+    g.value_info = vec![sym(value_info("s", &[0, 3]))];
+    proto.encode_to_vec()
+}
+
+fn inputs(n: usize, seed: u32) -> Vec<f32> {
+    (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 250.0 - 2.0).collect()
+}
+
+#[test]
+fn a_judge_binds_the_batch_of_one_parse_per_plan() {
+    let b = [-1.0f32, 0.0, 1.0];
+    let mut judge = Judge::from_bytes("m", &batch_model(b), &InputSpec::default()).unwrap();
+    assert_eq!(judge.sample_shape(), &[3]);
+    for batch in [1, 2, 5, 2, 1] {
+        let x = inputs(batch * 3, batch as u32);
+        let logits = judge.logits(&x, batch).unwrap();
+        assert_eq!((logits.batch, logits.classes), (batch, 3));
+        let want: Vec<f32> = x.iter().enumerate().map(|(i, v)| (v + b[i % 3]).max(0.0)).collect();
+        assert_eq!(logits.data, want, "batch {batch}");
+    }
+    let text = format!("{judge:?}");
+    assert!(["1", "2", "5"].iter().all(|b| text.contains(b)), "{text}");
+    assert!(Judge::from_bytes("m", b"\xff\xff not a model", &InputSpec::default()).is_err());
+}
+
+fn dataset(n: usize) -> shrink_data::InMemoryDataset {
+    use shrink_data::{Layout, Preprocess, RawArray, Values};
+    let images = RawArray { origin: "x".into(), shape: vec![n, 3], values: Values::F32(inputs(n * 3, 7)) };
+    let labels =
+        RawArray { origin: "y".into(), shape: vec![n], values: Values::I64((0..n as i64).map(|i| i % 3).collect()) };
+    let pre = Preprocess { scale: false, mean: Vec::new(), std: Vec::new(), layout: Layout::Flat };
+    shrink_data::InMemoryDataset::new(images, labels, Some(3), &pre).unwrap()
+}
+
+#[test]
+fn a_reference_gives_the_figures_of_evaluating_both() {
+    let judge = |name: &str, b: [f32; 3]| Judge::from_bytes(name, &batch_model(b), &InputSpec::default()).unwrap();
+    let (a, b) = ([-1.0f32, 0.0, 1.0], [-0.5f32, 0.1, 1.0]);
+    let data = dataset(7); // batches of 3, 3 and 1
+
+    let both = evaluate(&mut [&mut judge("a", a), &mut judge("b", b)], &data, 3, None, &mut |_, _| {}).unwrap();
+    let mut ra = judge("a", a);
+    let reference = Reference::on_data(&mut ra, &data, 3, None, &mut |_, _| {}).unwrap();
+    assert_eq!(reference.accuracy(), Some(&both.accuracy[0]));
+    let (acc, agree) = reference.compare(&mut judge("b", b), &mut |_, _| {}).unwrap();
+    assert_eq!(acc.as_ref(), Some(&both.accuracy[1]));
+    assert_eq!(Some(agree), both.agreement[1]);
+    let same = evaluate(&mut [&mut judge("a", a), &mut judge("a2", a)], &data, 3, None, &mut |_, _| {}).unwrap();
+    assert_eq!(Some(reference.self_agreement()), same.agreement[1]);
+
+    let both = agreement_on_random(&mut [&mut judge("a", a), &mut judge("b", b)], 4, 3, 9, &mut |_, _| {}).unwrap();
+    let reference = Reference::on_random(&mut judge("a", a), 4, 3, 9, &mut |_, _| {}).unwrap();
+    assert_eq!(reference.accuracy(), None);
+    let (acc, agree) = reference.compare(&mut judge("b", b), &mut |_, _| {}).unwrap();
+    assert_eq!((acc, Some(agree)), (None, both[1].clone()));
 }

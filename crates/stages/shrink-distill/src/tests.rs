@@ -170,6 +170,7 @@ fn run_stage(text: &str, model: &mut Model, data: &dyn Dataset, seed: u64) -> St
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     Distill::from_table(&table(text)).unwrap().run(model, &mut cx).unwrap()
 }

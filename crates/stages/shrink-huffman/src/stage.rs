@@ -1,9 +1,14 @@
 //! The `huffman` stage: packs the model into `<output dir>/<output>` and
 //! reports Deep Compression's per-layer columns. The model passes on unchanged.
+//! It packs the model's ONNX bytes that the caller holds (`StageCx::model_bytes`)
+//! and reads the original's size from its held bytes, so a pipeline run
+//! exports neither again.
 
 use std::path::Path;
 
+use prost::Message;
 use shrink_graph::Model;
+use shrink_graph::onnx::ModelProto;
 use shrink_stage::{LayerNote, Stage, StageCx, StageError, StageReport};
 use tracing::{info, instrument};
 
@@ -38,18 +43,24 @@ impl Stage for HuffmanStage {
     #[instrument(skip_all, fields(stage = KIND))]
     fn run(&self, model: &mut Model, cx: &mut StageCx<'_>) -> Result<StageReport, StageError> {
         cx.progress.start("huffman: packing", 0);
-        let packed =
-            format::pack(model, &self.params.pack_options()).map_err(|e| StageError::failed(KIND, e.to_string()))?;
+        // The model's bytes as the caller holds them (exported only when it
+        // holds none): the stage packs them and checks the round trip against them.
+        let bytes = cx.model_bytes(model);
+        let proto = ModelProto::decode(&*bytes)
+            .map_err(|e| StageError::failed(KIND, format!("the model's own bytes do not decode (a bug): {e}")))?;
+        let packed = format::pack_proto(proto, &self.params.pack_options())
+            .map_err(|e| StageError::failed(KIND, e.to_string()))?;
         // the artefact must unpack to exactly this model
         let back = format::unpack_proto(&packed.bytes, &UnpackOptions::default())
             .map_err(|e| StageError::failed(KIND, format!("the packed file does not unpack: {e}")))?;
-        if prost::Message::encode_to_vec(&back) != model.to_bytes() {
+        if back.encode_to_vec() != *bytes {
             return Err(StageError::failed(KIND, "the packed file does not unpack to the same model (a bug)"));
         }
+        drop(bytes);
         let path = cx.output_dir.join(&self.params.output);
         shrink_graph::save_file(&path, &packed.bytes).map_err(|e| StageError::graph(KIND, e.in_file(&path)))?;
         cx.progress.finish();
-        let original = cx.original.to_bytes().len() as u64;
+        let original = cx.original_bytes().len() as u64;
         let report = report(&packed, original, &self.params.output);
         info!("{}", report.summary);
         Ok(report)

@@ -100,6 +100,7 @@ fn run(model: &mut Model, params: &str, train: Option<&InMemoryDataset>) -> Stag
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     let r = stage.run(model, &mut cx).unwrap();
     model.graph.verify().unwrap();

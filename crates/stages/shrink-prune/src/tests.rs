@@ -29,6 +29,7 @@ fn run_stage(stage: &dyn Stage, model: &mut Model) -> Result<StageReport, shrink
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     stage.run(model, &mut cx)
 }

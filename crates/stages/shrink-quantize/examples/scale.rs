@@ -133,6 +133,7 @@ fn run(input: &Path, out_dir: &Path) -> Result<(), Error> {
         progress: &mut progress,
         scratch: out_dir.to_path_buf(),
         output_dir: out_dir.to_path_buf(),
+        encoded: Default::default(),
     };
     let (report, quantize) = step("quantize", || {
         let report = stage.run(&mut model, &mut cx)?;

@@ -77,6 +77,7 @@ fn run(model: &mut Model, params: &str, train: Option<&InMemoryDataset>) -> Stag
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     let report = stage.run(model, &mut cx).unwrap();
     model.graph.verify().unwrap();
@@ -348,6 +349,7 @@ fn finetune_without_training_data_names_the_key() {
         progress: &mut progress,
         scratch: std::env::temp_dir(),
         output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
     };
     let err = stage.run(&mut m, &mut cx).unwrap_err().to_string();
     assert!(err.contains("data.train"), "{err}");
