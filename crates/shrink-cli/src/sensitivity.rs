@@ -95,9 +95,7 @@ pub(crate) fn run(args: &SensitivityArgs) -> anyhow::Result<()> {
             let mut m = model.clone();
             let mut v = values.clone();
             shrink_prune::prune_to_ratio(&mut v, r);
-            if let NodeKind::Weight(w) = m.graph.node_mut(site.weight) {
-                w.tensor.set_f32(&v)?;
-            }
+            shrink_graph::rewrite::set_weight_f32(&mut m.graph, site.weight, &v)?;
             acc.push(accuracy(&m, None)?);
         }
         curves.push(Curve { layer, params: values.len(), accuracy: acc });

@@ -128,10 +128,7 @@ fn argmax(row: &[f32]) -> usize {
 /// Sets initializer `name` of `model` to `data`.
 fn set_weight(model: &mut Model, name: &str, data: &[f32]) -> Result<(), StageError> {
     let v = model.graph.find_value(name).ok_or_else(|| failed(format!("head weight `{name}` vanished")))?;
-    match model.graph.node_mut(v.0) {
-        NodeKind::Weight(w) => w.tensor.set_f32(data).map_err(|e| StageError::graph(KIND, e)),
-        _ => Err(failed(format!("`{name}` is not an initializer"))),
-    }
+    shrink_graph::rewrite::set_weight_f32(&mut model.graph, v.0, data).map_err(|e| StageError::graph(KIND, e))
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StageError> {

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use shrink_graph::rewrite::set_weight_f32;
 use shrink_graph::{Model, NodeKind, summarize};
 use shrink_stage::{LayerNote, Stage, StageCx, StageError, StageReport, WeightSite, select_weights};
 use shrink_train::{Executor, FineTuneConfig, Loss};
@@ -303,9 +304,7 @@ impl Stage for MagnitudePrune {
             }
         }
         for s in &sites {
-            if let NodeKind::Weight(w) = model.graph.node_mut(s.site.weight) {
-                w.tensor.set_f32(&s.values).map_err(|e| StageError::graph(STAGE, e))?;
-            }
+            set_weight_f32(&mut model.graph, s.site.weight, &s.values).map_err(|e| StageError::graph(STAGE, e))?;
         }
         // check: every pruned weight is exactly zero in the graph that will be saved
         let mut layers = Vec::new();

@@ -196,10 +196,7 @@ pub fn weight_values(graph: &Graph, site: &WeightSite) -> Result<Vec<f32>, Stage
 
 /// Overwrites a selected weight's values (f32 stays f32).
 pub fn set_weight_values(graph: &mut Graph, site: &WeightSite, values: &[f32]) -> Result<(), StageError> {
-    match graph.node_mut(site.weight) {
-        shrink_graph::NodeKind::Weight(w) => w.tensor.set_f32(values).map_err(|e| StageError::graph(KIND, e)),
-        _ => Err(StageError::failed(KIND, format!("`{}` is no longer an initializer", site.weight_name))),
-    }
+    shrink_graph::rewrite::set_weight_f32(graph, site.weight, values).map_err(|e| StageError::graph(KIND, e))
 }
 
 /// Dims of a site as `usize`.
