@@ -34,7 +34,9 @@ use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
 use shrink_graph::onnx::tensor_proto::DataLocation;
 use shrink_graph::{Model, save_file};
 use shrink_stage::{Encoded, Progress, Registry, Stage, StageCx};
-use shrink_verify::{InputSpec, Judge, LatencyConfig, Reference, latency, size_of_encoded};
+use shrink_verify::{
+    AgreementReport, InputSpec, Judge, LatencyConfig, LatencyReport, Reference, latency, size_of_encoded,
+};
 use tracing::{info, info_span, warn};
 
 use crate::config::{DataSource, Pipeline};
@@ -287,20 +289,7 @@ impl<'d> Verifier<'d> {
             lat.push(l[0].clone());
         }
         progress.finish();
-        Ok(Row {
-            step: 0,
-            kind: name.to_string(),
-            accuracy,
-            samples,
-            agreement,
-            nodes: model.graph.ops().len(),
-            size: size_of_encoded(model, bytes),
-            latency: lat,
-            latency_ratio: ratio,
-            stage: None,
-            seconds: 0.0,
-            hash: String::new(),
-        })
+        Ok(measured_row(0, name, model, bytes, (accuracy, samples, agreement), lat, ratio))
     }
 
     /// Measures `model` (encoded as `bytes`) against the original into a row.
@@ -331,20 +320,8 @@ impl<'d> Verifier<'d> {
             lat.push(l[1].clone());
         }
         progress.finish();
-        Ok(Row {
-            step,
-            kind: kind.to_string(),
-            accuracy: acc.as_ref().map(|a| a.top1),
-            samples: acc.as_ref().map(|a| a.samples),
-            agreement: Some(agreement),
-            nodes: model.graph.ops().len(),
-            size: size_of_encoded(model, bytes),
-            latency: lat,
-            latency_ratio: ratio,
-            stage: None,
-            seconds: 0.0,
-            hash: String::new(),
-        })
+        let figures = (acc.as_ref().map(|a| a.top1), acc.as_ref().map(|a| a.samples), Some(agreement));
+        Ok(measured_row(step, kind, model, bytes, figures, lat, ratio))
     }
 }
 
@@ -560,4 +537,31 @@ fn write_reports(out: &Path, report: &Report, svg: bool) -> Result<(), PipelineE
         write(&out.join("report.svg"), svg.as_bytes())?;
     }
     Ok(())
+}
+
+/// A report row of what tract measured for `model` (encoded as `bytes`):
+/// `(accuracy, samples, agreement)`, latencies and their ratios to the original's.
+fn measured_row(
+    step: usize,
+    kind: &str,
+    model: &Model,
+    bytes: &[u8],
+    (accuracy, samples, agreement): (Option<f64>, Option<u64>, Option<AgreementReport>),
+    latency: Vec<LatencyReport>,
+    latency_ratio: Vec<(usize, f64)>,
+) -> Row {
+    Row {
+        step,
+        kind: kind.to_string(),
+        accuracy,
+        samples,
+        agreement,
+        nodes: model.graph.ops().len(),
+        size: size_of_encoded(model, bytes),
+        latency,
+        latency_ratio,
+        stage: None,
+        seconds: 0.0,
+        hash: String::new(),
+    }
 }
