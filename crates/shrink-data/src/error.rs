@@ -50,6 +50,16 @@ pub enum DataError {
     /// An augmentation that does not fit the batches (`field` as in the TOML).
     #[error("{field}: {reason}")]
     Augment { field: &'static str, reason: String },
+    /// An image that cannot be used: undecodable, too small for the crop, or
+    /// of another size than the folder's first image.
+    #[error("{}: {reason}", path.display())]
+    Image { path: PathBuf, reason: String },
+    /// An image folder (its root or a class folder) that holds nothing to load.
+    #[error("{}: {reason}", path.display())]
+    Folder { path: PathBuf, reason: String },
+    /// A loader option that cannot be used (`field` as in the TOML, e.g. `resize`).
+    #[error("{field}: {reason}")]
+    Parameter { field: &'static str, reason: String },
     /// A train/validation split that cannot be made.
     #[error("split: {reason}")]
     Split { reason: String },

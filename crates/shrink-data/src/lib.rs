@@ -8,6 +8,12 @@
 //! - Loaders: IDX ([`read_idx`], raw or gzip, told apart by magic bytes),
 //!   numpy's `.npy` ([`read_npy`]) and `.npz` ([`read_npz_array`]). Each gives
 //!   a [`RawArray`]; [`load_pair`] and [`load_npz`] pair images with labels.
+//!   Arrays of images are read channels first (`[N, C, H, W]`, or `[N, H, W]`
+//!   grey, or `[N, F]` features); [`RawArray::nhwc_to_nchw`] turns channels-last
+//!   arrays (numpy's CIFAR-10, Keras) around first.
+//! - Image folders ([`load_image_folder`]): `root/<class>/<image>.png|jpg`,
+//!   labels from the sorted class names, as torchvision's `ImageFolder`, with
+//!   an optional resize and centre crop ([`FolderOptions`]).
 //! - [`Dataset`] is the trait the trainer and the verifier iterate;
 //!   [`InMemoryDataset`] holds the raw values (u8 pixels stay u8) and applies
 //!   the [`Preprocess`] when a batch is made; [`Subset`] views some of its
@@ -31,6 +37,7 @@ mod augment;
 mod builtin;
 mod dataset;
 mod error;
+mod folder;
 mod idx;
 mod npy;
 mod preprocess;
@@ -43,6 +50,7 @@ pub use augment::Augment;
 pub use builtin::{BUILTIN, DataDirs, Split, find_data_dir, load_builtin, load_builtin_from};
 pub use dataset::{Batch, Dataset, InMemoryDataset, Subset, SubsetRef, load_npz, load_pair, read_array};
 pub use error::DataError;
+pub use folder::{FolderOptions, IMAGE_EXTENSIONS, PROGRESS_MIN, load_image_folder};
 pub use idx::read_idx;
 pub use npy::{npz_names, read_npy, read_npz_array};
 pub use preprocess::{Layout, Preprocess};
@@ -97,4 +105,35 @@ pub struct RawArray {
     pub shape: Vec<usize>,
     /// `shape.iter().product()` values, row-major.
     pub values: Values,
+}
+
+impl RawArray {
+    /// Moves the channel axis of a channels-last image array `[N, H, W, C]`
+    /// in front: `[N, C, H, W]`, the layout [`InMemoryDataset::new`] reads
+    /// (numpy's CIFAR-10 arrays and Keras datasets are channels last).
+    /// Any other rank is a [`DataError::Shape`].
+    pub fn nhwc_to_nchw(self) -> Result<RawArray, DataError> {
+        let RawArray { origin, shape, values } = self;
+        let &[n, h, w, c] = &shape[..] else {
+            return Err(DataError::Shape { origin, shape, reason: "channels-last images must be [N, H, W, C]".into() });
+        };
+        fn transpose<T: Copy>(v: &[T], n: usize, h: usize, w: usize, c: usize) -> Vec<T> {
+            if h * w * c == 0 {
+                return Vec::new(); // empty samples: InMemoryDataset::new says so
+            }
+            let mut out = Vec::with_capacity(v.len());
+            for sample in v.chunks_exact(h * w * c).take(n) {
+                for ch in 0..c {
+                    out.extend(sample.iter().skip(ch).step_by(c).copied());
+                }
+            }
+            out
+        }
+        let values = match values {
+            Values::U8(v) => Values::U8(transpose(&v, n, h, w, c)),
+            Values::I64(v) => Values::I64(transpose(&v, n, h, w, c)),
+            Values::F32(v) => Values::F32(transpose(&v, n, h, w, c)),
+        };
+        Ok(RawArray { origin, shape: vec![n, c, h, w], values })
+    }
 }

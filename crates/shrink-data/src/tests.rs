@@ -656,3 +656,171 @@ fn cached_fashion_mnist_loads_if_fetched() {
     }
     assert_eq!(counts, [6000; 10]);
 }
+
+// ---------------------------------------------------------------- image folders
+
+/// A `w`x`h` RGB image whose pixel (x, y) is `[x, y, x + 10 * y]`.
+fn gradient(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, (x + 10 * y) as u8]))
+}
+
+fn save(dir: &Dir, name: &str, img: impl Into<image::DynamicImage>) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    img.into().save(&p).unwrap();
+    p
+}
+
+fn folder(dir: &Dir, resize: Option<u32>, crop: Option<u32>) -> Result<InMemoryDataset, DataError> {
+    load_image_folder(dir.path(), &FolderOptions { resize, crop }, &Preprocess::default())
+}
+
+/// The raw pixel (c, y, x) of sample `i`, read back through an unscaled batch.
+fn pixel(d: &InMemoryDataset, i: usize, c: usize, y: usize, x: usize) -> f32 {
+    let mut d = d.clone();
+    d.set_preprocess(&Preprocess { scale: false, ..Preprocess::default() }).unwrap();
+    let b = d.batch(&[i]).unwrap();
+    let (h, w) = (b.shape[2], b.shape[3]);
+    b.inputs[(c * h + y) * w + x]
+}
+
+#[test]
+fn image_folder_labels_from_sorted_classes_and_files_in_name_order() {
+    let dir = Dir::new();
+    // "cat" is written first but "ant" sorts first: label 0
+    save(&dir, "cat/z.jpg", image::RgbImage::from_pixel(4, 3, image::Rgb([200, 40, 40])));
+    save(&dir, "ant/b.png", gradient(4, 3));
+    save(&dir, "ant/a.PNG", image::RgbImage::from_pixel(4, 3, image::Rgb([1, 2, 3])));
+    dir.write("ant/notes.txt", b"not an image"); // skipped, counted, warned about
+    dir.write("README.md", b"loose files in the root are ignored");
+    let d = folder(&dir, None, None).unwrap();
+    assert_eq!(d.len(), 3);
+    assert_eq!(d.num_classes(), 2);
+    assert_eq!(d.labels(), &[0, 0, 1]);
+    assert_eq!(d.sample_shape(), &[3, 3, 4]);
+    assert_eq!(d.origin(), dir.path().display().to_string());
+    // a.PNG before b.png; PNG pixels exactly
+    assert_eq!([0, 1, 2].map(|c| pixel(&d, 0, c, 2, 3)), [1.0, 2.0, 3.0]);
+    assert_eq!([0, 1, 2].map(|c| pixel(&d, 1, c, 2, 3)), [3.0, 2.0, 23.0]);
+    // JPEG is lossy: a flat colour comes back close
+    let jpeg = [0, 1, 2].map(|c| pixel(&d, 2, c, 1, 1));
+    assert!(jpeg.iter().zip([200.0, 40.0, 40.0]).all(|(a, b)| (a - b).abs() <= 4.0), "{jpeg:?}");
+    // the default preprocessing scales to [0, 1]; mean/std per channel apply
+    let b = d.batch(&[1]).unwrap();
+    assert_eq!(b.shape, vec![1, 3, 3, 4]);
+    assert_eq!(b.inputs[2 * 4 + 3], 3.0 / 255.0);
+    let mut d = d;
+    d.set_preprocess(&Preprocess { mean: vec![0.5, 0.25, 0.0], std: vec![0.5, 0.25, 2.0], ..Preprocess::default() })
+        .unwrap();
+    assert_eq!(d.background(), vec![-1.0, -1.0, 0.0]);
+    assert_eq!(d.batch(&[1]).unwrap().inputs[2 * 12 + 2 * 4 + 3], 23.0 / 255.0 / 2.0);
+    // and augmentation takes its batches
+    let mut b = d.batch(&[0, 1, 2]).unwrap();
+    Augment { shift: 1, flip: true }.apply(&mut b, &d.background(), &mut SplitMix64::new(3)).unwrap();
+    assert_eq!(b.shape, vec![3, 3, 3, 4]);
+}
+
+#[test]
+fn image_folder_resize_and_centre_crop() {
+    // torchvision's sizes and offsets
+    assert_eq!(crate::folder::resized(8, 4, 4), (8, 4));
+    assert_eq!(crate::folder::resized(3, 5, 4), (4, 6));
+    assert_eq!(crate::folder::resized(640, 480, 256), (341, 256));
+    assert_eq!(crate::folder::resized(4, 4, 4), (4, 4));
+    // round((size - n) / 2), halves to even: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
+    let offsets = [5, 6, 7, 9].map(|s| crate::folder::centre_offset(s, 4));
+    assert_eq!(offsets, [0, 1, 2, 2]);
+
+    let dir = Dir::new();
+    save(&dir, "a/wide.png", image::RgbImage::from_pixel(8, 4, image::Rgb([10, 20, 30])));
+    save(&dir, "a/tall.png", image::RgbImage::from_pixel(3, 5, image::Rgb([10, 20, 30])));
+    save(&dir, "b/square.png", gradient(6, 6));
+    let d = folder(&dir, Some(4), Some(4)).unwrap();
+    assert_eq!(d.sample_shape(), &[3, 4, 4]);
+    assert_eq!(d.labels(), &[0, 0, 1]);
+    // a flat colour stays that colour through the bilinear filter
+    for i in 0..2 {
+        for (c, want) in [10.0, 20.0, 30.0].into_iter().enumerate() {
+            assert!((pixel(&d, i, c, 3, 3) - want).abs() <= 1.0);
+        }
+    }
+
+    // a crop alone cuts the centre: pixel (0, 0) is the 6x6 image's (1, 1)
+    let dir = Dir::new();
+    save(&dir, "b/square.png", gradient(6, 6));
+    save(&dir, "b/bigger.png", gradient(7, 9));
+    let d = folder(&dir, None, Some(4)).unwrap();
+    assert_eq!(d.sample_shape(), &[3, 4, 4]);
+    assert_eq!([0, 1, 2].map(|c| pixel(&d, 1, c, 0, 0)), [1.0, 1.0, 11.0]);
+    // 7x9: left round(1.5) = 2, top round(2.5) = 2
+    assert_eq!([0, 1, 2].map(|c| pixel(&d, 0, c, 0, 0)), [2.0, 2.0, 22.0]);
+}
+
+#[test]
+fn image_folder_channels_grey_stays_grey_unless_mixed() {
+    let dir = Dir::new();
+    save(&dir, "0/a.png", image::GrayImage::from_pixel(2, 2, image::Luma([7])));
+    save(&dir, "1/b.png", image::GrayImage::from_pixel(2, 2, image::Luma([9])));
+    let d = folder(&dir, None, None).unwrap();
+    assert_eq!(d.sample_shape(), &[1, 2, 2]);
+    assert_eq!(pixel(&d, 1, 0, 1, 1), 9.0);
+    // one colour image: every image is RGB, grey repeated, alpha dropped
+    save(&dir, "1/c.png", image::RgbaImage::from_pixel(2, 2, image::Rgba([1, 2, 3, 0])));
+    let d = folder(&dir, None, None).unwrap();
+    assert_eq!(d.sample_shape(), &[3, 2, 2]);
+    assert_eq!([0, 1, 2].map(|c| pixel(&d, 0, c, 0, 0)), [7.0; 3]);
+    assert_eq!([0, 1, 2].map(|c| pixel(&d, 2, c, 0, 0)), [1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn error_image_folders_name_the_file_or_folder() {
+    let dir = Dir::new();
+    let root = dir.path().display().to_string();
+    check_err(folder(&dir, None, None), &[&root, "no class folders"]);
+    dir.write("loose.png", b"");
+    check_err(folder(&dir, None, None), &[&root, "no class folders", "1 image(s) lie directly in it"]);
+    let missing = load_image_folder(&dir.path().join("nope"), &FolderOptions::default(), &Preprocess::default());
+    check_err(missing, &["nope: no such file"]);
+
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    save(&dir, "b/x.png", gradient(4, 4));
+    check_err(folder(&dir, None, None), &[&dir.path().join("a").display().to_string(), "holds no image"]);
+
+    save(&dir, "a/x.png", gradient(4, 4));
+    save(&dir, "a/y.png", gradient(5, 4));
+    let e =
+        check_err(folder(&dir, None, None), &["a/y.png: image is 5x4 but ", "a/x.png is 4x4", "give resize and crop"]);
+    assert!(matches!(e, DataError::Image { .. }));
+    check_err(folder(&dir, Some(4), None), &["a/y.png: image is 5x4 but", "after resize; add crop"]);
+    check_err(folder(&dir, None, Some(5)), &["a/x.png: image is 4x4, smaller than the 5x5 crop"]);
+    check_err(folder(&dir, Some(0), None), &["resize: must be at least 1"]);
+    assert_eq!(folder(&dir, Some(4), Some(4)).unwrap().len(), 3);
+
+    dir.write("b/broken.jpg", b"\xff\xd8\xff garbage");
+    check_err(folder(&dir, Some(4), Some(4)), &["b/broken.jpg: cannot decode the image"]);
+    dir.write("b/broken.jpg", b"");
+    check_err(folder(&dir, Some(4), Some(4)), &["b/broken.jpg: cannot decode the image"]);
+}
+
+#[test]
+fn folder_options_deserialize_strictly() {
+    let o: FolderOptions = serde_json::from_str(r#"{"resize": 256, "crop": 224}"#).unwrap();
+    assert_eq!(o, FolderOptions { resize: Some(256), crop: Some(224) });
+    assert_eq!(serde_json::from_str::<FolderOptions>("{}").unwrap(), FolderOptions::default());
+    let e = serde_json::from_str::<FolderOptions>(r#"{"size": 3}"#).unwrap_err();
+    assert!(e.to_string().contains("unknown field `size`"), "{e}");
+}
+
+#[test]
+fn channels_last_arrays_turn_around() {
+    // one 2x2 image with 3 channels, channels last: pixel p has [p, 10 + p, 20 + p]
+    let nhwc: Vec<u8> = (0..4).flat_map(|p| [p, 10 + p, 20 + p]).collect();
+    let a = RawArray { origin: "x.npy".into(), shape: vec![1, 2, 2, 3], values: Values::U8(nhwc) };
+    let a = a.nhwc_to_nchw().unwrap();
+    assert_eq!(a.shape, vec![1, 3, 2, 2]);
+    assert_eq!(a.values, Values::U8(vec![0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23]));
+    let f = RawArray { origin: "f.npy".into(), shape: vec![2, 1, 1, 2], values: Values::F32(vec![1.0, 2.0, 3.0, 4.0]) };
+    assert_eq!(f.nhwc_to_nchw().unwrap().values, Values::F32(vec![1.0, 2.0, 3.0, 4.0]));
+    let grey = RawArray { origin: "g.npy".into(), shape: vec![1, 2, 2], values: Values::U8(vec![0; 4]) };
+    check_err(grey.nhwc_to_nchw(), &["g.npy: wrong shape [1, 2, 2]: channels-last images must be [N, H, W, C]"]);
+}
