@@ -2,7 +2,10 @@
 
 use std::process::Command;
 
-use crate::util::{lenet_300_100, root, shrink_bin, tempdir};
+use shrink_graph::builder::{attr_float, attr_int, tensor_info};
+use shrink_graph::{DataType, Dim, Graph, Op, Tensor, ValueRef};
+
+use crate::util::{lenet_300_100, model, root, shrink_bin, tempdir};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(shrink_bin()).args(args).output().unwrap();
@@ -94,4 +97,75 @@ fn finetune_one_epoch() {
     let after: f64 = stdout.split("→ ").nth(1).and_then(|s| s.split(" %").next()).unwrap().parse().unwrap();
     assert!(after >= 97.5, "{stdout}");
     shrink_graph::Model::load(&out).unwrap();
+}
+
+/// `shrink eval --data FOLDER --resize N --crop N`: an image folder (two
+/// classes sorted by name, PNG and JPEG of different sizes) judged with a
+/// 3-channel model built here whose logits are the mean blue and the mean red:
+/// `blue/` is label 0, `red/` label 1, so every image is classified right.
+#[test]
+fn eval_reads_an_image_folder() {
+    let dir = tempdir();
+    let data = dir.path().join("my-images").join("val");
+    let images: [(&str, [u8; 3], (u32, u32)); 4] = [
+        ("red/a.png", [230, 20, 10], (12, 9)),
+        ("red/b.jpg", [200, 30, 30], (9, 16)),
+        ("blue/a.jpeg", [10, 20, 220], (10, 10)),
+        ("blue/b.png", [0, 40, 250], (20, 11)),
+    ];
+    for (name, rgb, (w, h)) in images {
+        let path = data.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(w, h, image::Rgb(rgb)).save(&path).unwrap();
+    }
+    std::fs::write(data.join("red").join("notes.txt"), "skipped").unwrap();
+
+    let mut g = Graph::new("colour");
+    let x = g.add_input(tensor_info(
+        "input",
+        DataType::Float,
+        &[Dim::Sym("batch".into()), Dim::Known(3), Dim::Known(8), Dim::Known(8)],
+    ));
+    let pool = g.add_op(Op::new("GlobalAveragePool", "/pool", 1, vec!["pooled".into()]), &[Some(ValueRef(x, 0))]);
+    let mut flat = Op::new("Flatten", "/flat", 1, vec!["flat".into()]);
+    flat.attributes = vec![attr_int("axis", 1)];
+    let flat = g.add_op(flat, &[Some(ValueRef(pool, 0))]);
+    // logits = [blue, red]
+    let w = g.add_weight(Tensor::from_f32("fc.weight", &[2, 3], &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]));
+    let b = g.add_weight(Tensor::from_f32("fc.bias", &[2], &[0.0, 0.0]));
+    let mut gemm = Op::new("Gemm", "/fc", 3, vec!["logits".into()]);
+    gemm.attributes = vec![attr_float("alpha", 1.0), attr_float("beta", 1.0), attr_int("transB", 1)];
+    let logits = g.add_op(gemm, &[Some(ValueRef(flat, 0)), Some(ValueRef(w, 0)), Some(ValueRef(b, 0))]);
+    g.add_output(ValueRef(logits, 0), tensor_info("", DataType::Float, &[Dim::Sym("batch".into()), Dim::Known(2)]));
+    let model_path = dir.path().join("colour.onnx");
+    model(g, 17).save(&model_path).unwrap();
+
+    let (m, d) = (model_path.to_str().unwrap(), data.to_str().unwrap());
+    let args = ["eval", m, "--data", d, "--resize", "10", "--crop", "8", "--no-latency", "--json"];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["accuracy"]["samples"], 4, "{out}");
+    assert_eq!(v["accuracy"]["top1"], 1.0, "{out}");
+    assert_eq!(v["input_shape"], serde_json::json!([64, 3, 8, 8]), "{out}");
+    // ImageNet's normalisation changes the numbers, not the winner here
+    let norm = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+    let (code, out, err) = run(&[&args[..], &norm].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"top1\": 1.0"), "{out}");
+
+    // without --resize/--crop the sizes differ: an error naming the file, exit 2
+    let (code, _, err) = run(&["eval", m, "--data", d, "--no-latency"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("blue/b.png: image is 20x11 but ") && err.contains("blue/a.jpeg is 10x10"), "{err}");
+    // --crop is for folders only
+    let (code, _, err) = run(&["eval", m, "--data", "mnist", "--crop", "8"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--resize and --crop are for a folder of images"), "{err}");
+
+    let (code, out, _) = run(&["eval", "--help"]);
+    assert_eq!(code, 0);
+    for want in ["--resize <N>", "--crop <N>", "--channels-last", "ImageFolder", "--resize 256 --crop 224"] {
+        assert!(out.contains(want), "eval --help lacks {want}:\n{out}");
+    }
 }

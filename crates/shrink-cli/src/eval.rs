@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
+use shrink_data::{Dataset, FolderOptions, InMemoryDataset, Layout, Preprocess, Split};
 use shrink_graph::Model;
 use shrink_verify::{
     CompareReport, InputSpec, Judge, LatencyConfig, LatencyReport, VerifyReport, agreement_on_random, evaluate,
@@ -20,9 +20,12 @@ use crate::info::group;
 /// Where the data comes from and how it is measured; shared by `eval` and `compare`.
 #[derive(Debug, Args)]
 pub(crate) struct EvalArgs {
-    /// Labelled data: a builtin dataset name (`mnist`, `fashion-mnist`), or an
-    /// images file (IDX, IDX.gz or .npy, with --labels; or .npz, see --npz-keys).
-    /// Without it, agreement and latency are measured on seeded random inputs.
+    /// Labelled data: a builtin dataset name (`mnist`, `fashion-mnist`); an
+    /// images file (IDX, IDX.gz or .npy, with --labels; or .npz, see --npz-keys),
+    /// read as [N, C, H, W] (see --channels-last); or a folder of images,
+    /// FOLDER/<class>/*.png|jpg|jpeg, whose sorted class names give labels 0, 1, ...
+    /// (torchvision's ImageFolder; see --resize and --crop). Without it,
+    /// agreement and latency are measured on seeded random inputs.
     #[arg(long, value_name = "NAME|PATH")]
     data: Option<String>,
     /// The labels file for an images file given to --data (IDX, IDX.gz or .npy).
@@ -31,6 +34,18 @@ pub(crate) struct EvalArgs {
     /// The images and labels arrays of an .npz given to --data.
     #[arg(long, value_name = "X,Y", default_value = "x,y")]
     npz_keys: String,
+    /// The images array given to --data is channels last, [N, H, W, C]
+    /// (numpy's CIFAR-10, Keras datasets).
+    #[arg(long)]
+    channels_last: bool,
+    /// For an image folder: scale each image's shorter side to N pixels,
+    /// bilinear (torchvision's Resize(N)).
+    #[arg(long, value_name = "N")]
+    resize: Option<u32>,
+    /// For an image folder: then cut the centred NxN square (CenterCrop(N)).
+    /// Without --resize and --crop all images must have one size.
+    #[arg(long, value_name = "N")]
+    crop: Option<u32>,
     /// Which split of a builtin dataset.
     #[arg(long, value_enum, default_value = "test")]
     split: SplitArg,
@@ -101,20 +116,34 @@ fn load_data(args: &EvalArgs, sample: &[usize]) -> anyhow::Result<Option<(String
         SplitArg::Test => Split::Test,
     };
     let path = Path::new(data);
+    let folder = path.is_dir();
+    if !folder && (args.resize.is_some() || args.crop.is_some()) {
+        bail!("--resize and --crop are for a folder of images; --data {data} is not a folder");
+    }
+    if folder && args.channels_last {
+        bail!("--channels-last is for an images array; --data {data} is a folder");
+    }
     let ds = if shrink_data::BUILTIN.contains(&data.as_str()) && !path.exists() {
         let label = format!("{data} {}", if matches!(split, Split::Test) { "test" } else { "train" });
         return Ok(Some((label, shrink_data::load_builtin(data, split, &pre)?)));
-    } else if path.extension().is_some_and(|e| e == "npz") {
-        let (x, y) = args.npz_keys.split_once(',').context("--npz-keys: expected X,Y")?;
-        shrink_data::load_npz(path, x, y, None, &pre)?
+    } else if folder {
+        let options = FolderOptions { resize: args.resize, crop: args.crop };
+        shrink_data::load_image_folder(path, &options, &pre)?
     } else {
-        let Some(labels) = &args.labels else {
-            bail!(
-                "--data {data}: not a builtin dataset ({}); an images file needs --labels",
-                shrink_data::BUILTIN.join(", ")
-            )
+        let (x, y) = if path.extension().is_some_and(|e| e == "npz") {
+            let (x, y) = args.npz_keys.split_once(',').context("--npz-keys: expected X,Y")?;
+            (shrink_data::read_npz_array(path, x)?, shrink_data::read_npz_array(path, y)?)
+        } else {
+            let Some(labels) = &args.labels else {
+                bail!(
+                    "--data {data}: not a builtin dataset ({}) nor a folder; an images file needs --labels",
+                    shrink_data::BUILTIN.join(", ")
+                )
+            };
+            (shrink_data::read_array(path)?, shrink_data::read_array(labels)?)
         };
-        shrink_data::load_pair(path, labels, None, &pre)?
+        let x = if args.channels_last { x.nhwc_to_nchw()? } else { x };
+        InMemoryDataset::new(x, y, None, &pre)?
     };
     Ok(Some((data.clone(), ds)))
 }

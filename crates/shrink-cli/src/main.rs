@@ -47,6 +47,9 @@ enum Command {
     /// cores; warm-up first, see the latency method in shrink-verify's docs).
     ///
     /// Example: shrink eval fixtures/models/lenet-5.onnx --data mnist
+    ///
+    /// Your own images (FOLDER/<class>/*.jpg, ImageNet's transform):
+    /// shrink eval model.onnx --data my-images/val --resize 256 --crop 224 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
     Eval {
         /// The ONNX model file.
         model: PathBuf,

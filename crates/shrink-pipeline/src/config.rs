@@ -11,6 +11,11 @@
 //! [data]                                        # optional
 //! train = { builtin = "mnist", split = "train" }
 //! test = { builtin = "mnist", split = "test", limit = 2000 }
+//! # or arrays: test = { images = "x.npy", labels = "y.npy" } (channels_last = true for [N, H, W, C]),
+//! #            test = { images = "test.npz" } (arrays `x` and `y`)
+//! # or an image folder (<folder>/<class>/*.png|jpg|jpeg, classes sorted give labels 0, 1, ...):
+//! #            test = { folder = "my-images/val", resize = 256, crop = 224 }
+//! # [data.preprocess]: scale = true (divide by 255), mean = [...], std = [...] (per channel)
 //!
 //! [verify]                                      # tract, after every stage
 //! batch_sizes = [1, 64]
@@ -84,13 +89,33 @@ pub struct DataSource {
     /// `train` or `test`, for a builtin dataset.
     #[serde(default)]
     pub split: Option<String>,
-    /// An images file (IDX, IDX.gz, .npy) or an .npz archive.
+    /// An images file (IDX, IDX.gz, .npy) or an .npz archive (arrays `x` and `y`).
+    /// Images are read channels first, `[N, C, H, W]` (or `[N, H, W]` grey,
+    /// or `[N, F]` features), unless `channels_last` says otherwise.
     #[serde(default)]
     pub images: Option<PathBuf>,
     /// The labels file, with `images` (not for .npz).
     #[serde(default)]
     pub labels: Option<PathBuf>,
-    /// Only the first `limit` samples.
+    /// With `images`: the array is channels last, `[N, H, W, C]` (numpy's
+    /// CIFAR-10, Keras datasets), and is turned to `[N, C, H, W]` on loading.
+    #[serde(default)]
+    pub channels_last: bool,
+    /// An image folder: `<folder>/<class>/<image>.png|jpg|jpeg`, labels from
+    /// the class folders' names in sorted order (torchvision's `ImageFolder`).
+    /// Images become RGB, unless every one is grey (then one channel).
+    #[serde(default)]
+    pub folder: Option<PathBuf>,
+    /// With `folder`: scale each image so its shorter side is this many
+    /// pixels, bilinear (torchvision's `Resize(N)`).
+    #[serde(default)]
+    pub resize: Option<u32>,
+    /// With `folder`: then cut the centred `crop`x`crop` square (`CenterCrop(N)`).
+    /// Without `resize` and `crop` all images must have one size.
+    #[serde(default)]
+    pub crop: Option<u32>,
+    /// Only the first `limit` samples (an image folder is in class order:
+    /// its first samples are the first classes' images).
     #[serde(default)]
     pub limit: Option<usize>,
 }

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
+use shrink_data::{Dataset, FolderOptions, InMemoryDataset, Layout, Preprocess, Split};
 use shrink_graph::onnx::tensor_proto::DataLocation;
 use shrink_graph::{Model, save_file};
 use shrink_stage::{Encoded, Progress, Registry, Stage, StageCx};
@@ -90,43 +90,50 @@ struct Data {
 
 fn load_source(p: &Pipeline, key: &str, src: &DataSource, pre: &Preprocess) -> Result<InMemoryDataset, PipelineError> {
     let err = |source| PipelineError::Data { key: key.into(), source };
-    let mut ds = match (&src.builtin, &src.images) {
-        (Some(name), None) => {
+    let toml = |message: String| PipelineError::Toml { path: p.path.clone(), message };
+    let only_with = |set: bool, name: &str, with: &str| -> Result<(), PipelineError> {
+        if set { Err(toml(format!("`{key}.{name}` is only for `{with}`"))) } else { Ok(()) }
+    };
+    only_with(src.resize.is_some() && src.folder.is_none(), "resize", "folder")?;
+    only_with(src.crop.is_some() && src.folder.is_none(), "crop", "folder")?;
+    only_with(src.channels_last && src.images.is_none(), "channels_last", "images")?;
+    let mut ds = match (&src.builtin, &src.images, &src.folder) {
+        (Some(name), None, None) => {
             let split = match src.split.as_deref().unwrap_or(if key.ends_with("train") { "train" } else { "test" }) {
                 "train" => Split::Train,
                 "test" => Split::Test,
-                other => {
-                    return Err(PipelineError::Toml {
-                        path: p.path.clone(),
-                        message: format!("`{key}.split` is `{other}`; expected `train` or `test`"),
-                    });
-                }
+                other => return Err(toml(format!("`{key}.split` is `{other}`; expected `train` or `test`"))),
             };
             shrink_data::load_builtin(name, split, pre).map_err(err)?
         }
-        (None, Some(images)) => {
+        (None, Some(images), None) => {
             if !images.exists() {
                 return Err(missing(p, &format!("{key}.images"), images));
             }
-            if images.extension().is_some_and(|e| e == "npz") {
-                shrink_data::load_npz(images, "x", "y", None, pre).map_err(err)?
+            let (x, y) = if images.extension().is_some_and(|e| e == "npz") {
+                (
+                    shrink_data::read_npz_array(images, "x").map_err(err)?,
+                    shrink_data::read_npz_array(images, "y").map_err(err)?,
+                )
             } else {
-                let labels = src.labels.as_ref().ok_or_else(|| PipelineError::Toml {
-                    path: p.path.clone(),
-                    message: format!("`{key}` has `images` but no `labels`"),
-                })?;
+                let labels =
+                    src.labels.as_ref().ok_or_else(|| toml(format!("`{key}` has `images` but no `labels`")))?;
                 if !labels.exists() {
                     return Err(missing(p, &format!("{key}.labels"), labels));
                 }
-                shrink_data::load_pair(images, labels, None, pre).map_err(err)?
+                (shrink_data::read_array(images).map_err(err)?, shrink_data::read_array(labels).map_err(err)?)
+            };
+            let x = if src.channels_last { x.nhwc_to_nchw().map_err(err)? } else { x };
+            InMemoryDataset::new(x, y, None, pre).map_err(err)?
+        }
+        (None, None, Some(folder)) => {
+            if !folder.exists() {
+                return Err(missing(p, &format!("{key}.folder"), folder));
             }
+            let options = FolderOptions { resize: src.resize, crop: src.crop };
+            shrink_data::load_image_folder(folder, &options, pre).map_err(err)?
         }
-        _ => {
-            return Err(PipelineError::Toml {
-                path: p.path.clone(),
-                message: format!("`{key}` needs exactly one of `builtin` or `images`"),
-            });
-        }
+        _ => return Err(toml(format!("`{key}` needs exactly one of `builtin`, `images` or `folder`"))),
     };
     if let Some(limit) = src.limit {
         ds = ds.truncated(limit).map_err(err)?;
@@ -147,9 +154,10 @@ fn load_data(p: &Pipeline, sample: &[usize]) -> Result<Option<Data>, PipelineErr
     let label = d
         .test
         .as_ref()
-        .map(|s| match (&s.builtin, &s.images) {
-            (Some(b), _) => format!("{b} {}", s.split.as_deref().unwrap_or("test")),
-            (_, Some(i)) => i.display().to_string(),
+        .map(|s| match (&s.builtin, &s.images, &s.folder) {
+            (Some(b), _, _) => format!("{b} {}", s.split.as_deref().unwrap_or("test")),
+            (_, Some(i), _) => i.display().to_string(),
+            (_, _, Some(f)) => f.display().to_string(),
             _ => "?".into(),
         })
         .map(|l| match d.test.as_ref().and_then(|s| s.limit) {

@@ -252,3 +252,38 @@ fn a_stored_container_is_the_size_its_row_shows() {
         svg.split("<text").filter_map(|t| t.split('>').nth(1)?.split('<').next()?.trim().parse::<f64>().ok()).collect();
     assert!(ticks.iter().any(|&t| t > 0.0 && t <= 0.04), "no size tick at or below 0.04: {ticks:?}");
 }
+
+/// `folder = ...`: an image folder is a data source like the others (grey
+/// 30x40 and 31x40 PNGs, resized and cropped to the fixture's 28x28, flattened).
+#[test]
+fn an_image_folder_is_a_data_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    for (class, shade) in [("dark", 20u8), ("light", 230)] {
+        for i in 0..2u32 {
+            let path = images.join(class).join(format!("{i}.png"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            image::GrayImage::from_pixel(30 + i, 40, image::Luma([shade])).save(&path).unwrap();
+        }
+    }
+    let source = |keys: &str| format!("[data]\ntest = {{ {keys} }}\n");
+    let folder = format!("folder = \"{}\"", images.display());
+    let text = pipeline_text(&dir.path().join("out"), TWO, &source(&format!("{folder}, resize = 28, crop = 28")));
+    let outcome = run_text(&text, &RunOptions::default()).unwrap();
+    assert_eq!(outcome.report.data.as_deref(), Some(images.display().to_string().as_str()));
+    assert!(outcome.report.rows.iter().all(|r| r.samples == Some(4) && r.accuracy.is_some()));
+
+    let err = |keys: &str| {
+        let text = pipeline_text(&dir.path().join("o2"), "", &source(keys));
+        run_text(&text, &RunOptions::default()).unwrap_err().to_string()
+    };
+    let e = err(&format!("{folder}, builtin = \"mnist\""));
+    assert!(e.ends_with("`data.test` needs exactly one of `builtin`, `images` or `folder`"), "{e}");
+    let e = err("builtin = \"mnist\", crop = 28");
+    assert!(e.ends_with("`data.test.crop` is only for `folder`"), "{e}");
+    let e = err("folder = \"no/such/dir\"");
+    assert!(e.ends_with("`data.test.folder` names no/such/dir, which does not exist"), "{e}");
+    // without resize and crop, the 31x40 image differs from the 30x40 one
+    let e = err(&folder);
+    assert!(e.contains("data `data.test`: ") && e.contains("1.png: image is 31x40 but "), "{e}");
+}
