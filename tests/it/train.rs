@@ -181,3 +181,73 @@ fn mask_keeps_ninety_percent_zero_through_an_epoch() {
     assert!(zeros * 10 >= total * 9);
     assert!(err < 0.05, "test error {err}");
 }
+
+/// The torchvision families (`cargo xtask fixtures --archs` exports them,
+/// seeded random weights, both exporters) with `SHRINK_ARCHS_DIR` set to
+/// that folder: the trainer builds each, its forward equals tract's logits on
+/// two seeded random images within 1e-4 of the largest logit, and one SGD
+/// step with BatchNorm in training mode gives a finite loss and moves the
+/// running statistics. Skipped (with a message) without the variable: the
+/// exports need PyTorch, which CI does not install.
+#[test]
+fn trainer_runs_every_torchvision_family() {
+    let Some(dir) = std::env::var_os("SHRINK_ARCHS_DIR").map(PathBuf::from) else {
+        eprintln!("skipped: set SHRINK_ARCHS_DIR to the folder `cargo xtask fixtures --archs` writes");
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 16, "{} holds {} models, expected the 16 exports", dir.display(), files.len());
+    let mut failures = Vec::new();
+    for file in &files {
+        let t0 = Instant::now();
+        let r = (|| -> Result<String, String> {
+            let model = Model::load(file).map_err(|e| e.to_string())?;
+            let mut exec = Executor::new(&model).map_err(|e| e.to_string())?;
+            let mut judge = Judge::new("m", &model, &InputSpec::default()).map_err(|e| e.to_string())?;
+            let sample = judge.sample_shape().to_vec();
+            let n = 2;
+            let len: usize = sample.iter().product();
+            let mut rng = SplitMix64::new(5);
+            let x: Vec<f32> = (0..n * len).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+            let mut dims = vec![n];
+            dims.extend(&sample);
+            let want = judge.logits(&x, n).map_err(|e| e.to_string())?;
+            let got = exec.forward(&[HostTensor::new(x.clone(), dims.clone())]).map_err(|e| e.to_string())?.remove(0);
+            if got.dims != [n, want.classes] {
+                return Err(format!("trainer output dims {:?}, tract's [{n}, {}]", got.dims, want.classes));
+            }
+            let scale = want.data.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let diff = got.data.iter().zip(&want.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            if diff > 1e-4 * scale {
+                return Err(format!("max |trainer - tract| = {diff:e} (largest logit {scale:e})"));
+            }
+            exec.set_batchnorm(shrink_train::BatchNormMode::Batch);
+            let stats: Vec<String> =
+                exec.params().into_iter().filter(|p| !p.trainable && p.dims.len() == 1).map(|p| p.name).collect();
+            let before: Vec<Vec<f32>> = stats.iter().map(|s| exec.param(s).unwrap().data).collect();
+            let mut opt = shrink_train::Optimizer::new(OptimizerKind::sgd(0.9, 0.0)).map_err(|e| e.to_string())?;
+            let loss = exec
+                .train_step(&mut opt, 1e-3, &HostTensor::new(x, dims), &[1, 7], &shrink_train::Loss::CrossEntropy, None)
+                .map_err(|e| e.to_string())?;
+            let moved = stats.iter().zip(&before).filter(|(s, b)| exec.param(s).unwrap().data != **b).count();
+            if exec.has_batchnorm() && moved == 0 {
+                return Err("a BatchNorm training step left every running statistic in place".into());
+            }
+            Ok(format!("max diff {diff:.1e} of {scale:.1e}, loss {loss:.3}, {moved} running stats moved"))
+        })();
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        match r {
+            Ok(m) => eprintln!("{name}: {m} ({:.1} s)", t0.elapsed().as_secs_f64()),
+            Err(e) => {
+                eprintln!("{name}: FAILED {e}");
+                failures.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+}

@@ -11,6 +11,11 @@
 //! committed, into `<cache>/fixtures-large/`: today `resnet50.onnx` (the
 //! torchvision ResNet-50 architecture with seeded random weights, written by
 //! fixtures/gen/resnet50_large.py), which `cargo xtask bench scale` measures.
+//!
+//! `--archs` exports the torchvision families with seeded random weights, by
+//! both exporters, into `<cache>/fixtures-archs/` (fixtures/gen/torchvision_archs.py):
+//! what `cargo xtask bench archs` and the trainer's family test
+//! (`SHRINK_ARCHS_DIR`) run on.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +32,7 @@ const LARGE: (&str, &str) = ("resnet50.onnx", "resnet50_large.py");
 const USAGE: &str = "\
 cargo xtask fixtures [--data DIR] [MODEL...]
 cargo xtask fixtures --large [--force]
+cargo xtask fixtures --archs [--size S]
 
     MODEL       only these models (default: all of lenet-300-100, lenet-5, convnet-mix)
     --data DIR  folder of the MNIST IDX files (default: fixtures/data/mnist)
@@ -34,16 +40,23 @@ cargo xtask fixtures --large [--force]
                 seeded random weights, ~25.6M parameters, ~100 MB) to
                 <cache>/fixtures-large/resnet50.onnx; never into fixtures/models
     --force     with --large: export again even when the file exists
+    --archs     instead, export the torchvision families (ResNet-18, MobileNetV2, MobileNetV3-Small,
+                EfficientNet-B0, ShuffleNetV2, SqueezeNet, RegNetY-400MF, DenseNet-121) with
+                seeded random weights, by both exporters, to <cache>/fixtures-archs/ (~300 MB)
+    --size S    with --archs: input height and width (default 64)
 ";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut data: Option<PathBuf> = None;
     let mut models: Vec<&str> = Vec::new();
-    let (mut large, mut force) = (false, false);
+    let (mut large, mut force, mut archs) = (false, false, false);
+    let mut size: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--large" => large = true,
+            "--archs" => archs = true,
+            "--size" => size = Some(it.next().context("--size needs a number")?.clone()),
             "--force" => force = true,
             "--data" => {
                 let dir = it.next().context("--data needs a folder")?;
@@ -60,6 +73,16 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
 
+    if archs {
+        if large || force || data.is_some() || !models.is_empty() {
+            bail!("--archs takes only --size\n\n{USAGE}");
+        }
+        archs_models(size.as_deref().unwrap_or("64"))?;
+        return Ok(());
+    }
+    if size.is_some() {
+        bail!("--size goes with --archs\n\n{USAGE}");
+    }
     if large {
         if data.is_some() || !models.is_empty() {
             bail!("--large takes no MODEL and no --data\n\n{USAGE}");
@@ -136,6 +159,36 @@ pub(crate) fn large_model(force: bool) -> anyhow::Result<PathBuf> {
     anyhow::ensure!(path.is_file(), "{} did not write {}", script, path.display());
     eprintln!("fixtures: {file} done in {:.0} s: {}", started.elapsed().as_secs_f64(), path.display());
     Ok(path)
+}
+
+/// The folder of the torchvision family exports, `<cache>/fixtures-archs/`.
+pub(crate) fn archs_dir() -> PathBuf {
+    crate::cache_dir().join("fixtures-archs")
+}
+
+/// Exports the torchvision families into [`archs_dir`] (all of them, each
+/// time: about a minute and a half on 2 cores).
+pub(crate) fn archs_models(size: &str) -> anyhow::Result<PathBuf> {
+    let dir = archs_dir();
+    let root = crate::project_root();
+    let gen_dir = root.join("fixtures/gen");
+    let python = venv(&gen_dir.join("requirements.txt"))?;
+    eprintln!("fixtures: torchvision families (fixtures/gen/torchvision_archs.py) into {}", dir.display());
+    let started = std::time::Instant::now();
+    crate::run_cmd(
+        Command::new(&python)
+            .arg(gen_dir.join("torchvision_archs.py"))
+            .arg("--out")
+            .arg(&dir)
+            .arg("--size")
+            .arg(size)
+            .current_dir(&root)
+            .env("PYTHONHASHSEED", "0")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("OMP_NUM_THREADS", "2"),
+    )?;
+    eprintln!("fixtures: torchvision families done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(dir)
 }
 
 /// Fails early, with a hint, when an MNIST IDX file is missing.

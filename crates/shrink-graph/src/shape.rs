@@ -114,7 +114,8 @@ pub fn infer_shapes(graph: &Graph, overrides: &HashMap<String, Shape>) -> Shapes
         let ins: Vec<Option<ValueRef>> = graph.op_inputs(id);
         let shape_of = |i: usize| ins.get(i).copied().flatten().and_then(|v| s.shapes.get(&v)).cloned();
         let const_of = |i: usize| ins.get(i).copied().flatten().and_then(|v| s.consts.get(&v)).cloned();
-        let cx = InferCx { n_inputs: op.n_inputs, shape_of: &shape_of, const_of: &const_of };
+        let cx =
+            InferCx { n_inputs: op.n_inputs, n_outputs: op.outputs.len(), shape_of: &shape_of, const_of: &const_of };
         let kind = crate::op::kind(op);
         let rules = kind.as_ref().map(|k| k.rules());
         let Inferred { shape: out, konst } = rules.map(|r| r.infer(&cx)).unwrap_or_default();

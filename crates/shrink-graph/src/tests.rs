@@ -249,3 +249,45 @@ fn pad_shapes() {
     let bad = op("Pad", vec![attr_str("mode", "mirror")]);
     assert!(crate::op::parse(&bad).unwrap_err().to_string().contains("unknown mode `mirror`"));
 }
+
+#[test]
+fn slice_shapes_and_values() {
+    let ints = |p: &[i64]| Tensor::from_i64("p", &[p.len() as i64], p);
+    // opset 10+: starts, ends, axes, steps from inputs; negative indices and an end past the axis clamp
+    let s = |x: &[i64], ts: &[Tensor]| check(x, op("Slice", vec![]), ts);
+    assert_eq!(s(&[-1, 8, 6, 6], &[ints(&[0]), ints(&[4]), ints(&[1])]), "[N, 4, 6, 6]");
+    assert_eq!(s(&[1, 8, 6, 6], &[ints(&[-3, 1]), ints(&[i64::MAX, 5]), ints(&[1, 3])]), "[1, 3, 6, 4]");
+    // steps, a negative one walking back from the end
+    assert_eq!(s(&[1, 8, 7], &[ints(&[1]), ints(&[8]), ints(&[2]), ints(&[3])]), "[1, 8, 2]");
+    assert_eq!(s(&[1, 8, 7], &[ints(&[-1]), ints(&[i64::MIN]), ints(&[1]), ints(&[-1])]), "[1, 8, 7]");
+    // opset < 10: attributes
+    let a = vec![attr_ints("starts", &[2]), attr_ints("ends", &[-1]), attr_ints("axes", &[2])];
+    assert_eq!(check(&[1, 3, 10, 10], op("Slice", a), &[]), "[1, 3, 7, 10]");
+    // a constant vector sliced stays a constant (shape chains)
+    let sl = crate::op::parse(&op("Slice", vec![])).unwrap().unwrap();
+    let crate::op::OpKind::Slice(sl) = sl else { panic!("not the Slice family") };
+    let r = sl.resolve(&[5], Some(&[4]), Some(&[0]), None, Some(&[-2])).unwrap();
+    assert_eq!((r[0].start, r[0].len, r[0].step), (4, 2, -2));
+    assert!(sl.resolve(&[5], Some(&[0]), Some(&[1]), None, Some(&[0])).unwrap_err().contains("step is 0"));
+    assert!(sl.resolve(&[5, 5], Some(&[0]), Some(&[1]), Some(&[0, 1]), None).unwrap_err().contains("do not pair up"));
+    let half = op("Slice", vec![attr_ints("starts", &[0])]);
+    assert!(crate::op::parse(&half).unwrap_err().to_string().contains("only one of"));
+}
+
+#[test]
+fn split_shapes() {
+    let mut g = Graph::new("g");
+    let x = g.add_input(tensor_info("x", DataType::Float, &d(&[-1, 10, 4, 4])));
+    let mut sp = Op::new("Split", "s", 1, vec!["a".into(), "b".into(), "c".into()]);
+    sp.attributes = vec![attr_int("axis", 1), attr_int("num_outputs", 3)];
+    let id = g.add_op(sp, &[Some(ValueRef(x, 0))]);
+    for k in 0..3 {
+        g.add_output(ValueRef(id, k), Default::default());
+    }
+    let s = infer_shapes(&g, &HashMap::new());
+    let show = |k: usize| s.get(ValueRef(id, k)).map(|sh| sh.iter().map(ToString::to_string).collect::<Vec<_>>());
+    // ceil(10 / 3) = 4, 4, then the rest
+    assert_eq!(show(0).unwrap(), ["N", "4", "4", "4"]);
+    assert_eq!(show(1).unwrap()[1], "4");
+    assert_eq!(show(2).unwrap()[1], "2");
+}

@@ -13,13 +13,14 @@
 //! weight_decay = 0.0
 //! validation = 5000     # training samples held out to pick the best epoch (0: none)
 //! augment = { shift = 2, flip = true }  # image batches only; default none
+//! batchnorm = "batch"   # "frozen" (default: running statistics) | "batch" (PyTorch's train())
 //! ```
 
 use serde::Deserialize;
 use shrink_data::{Augment, Dataset, Holdout, SubsetRef, train_val_split};
 
 use crate::error::TrainError;
-use crate::exec::Executor;
+use crate::exec::{BatchNormMode, Executor};
 use crate::finetune::{EpochInfo, FineTune, FineTuneReport, Progress, StepInfo};
 use crate::loss::Loss;
 use crate::optim::{LrPlan, LrSchedule, OptimizerKind};
@@ -55,6 +56,10 @@ pub struct FineTuneConfig {
     pub restore_best: bool,
     /// Random shift (pixels each way) and horizontal flip of training images.
     pub augment: Augment,
+    /// BatchNormalization while training: `frozen` (the running statistics,
+    /// a fixed affine map) or `batch` (batch statistics and a running-statistics
+    /// update, as PyTorch's `train()`); see [`BatchNormMode`].
+    pub batchnorm: String,
 }
 
 impl Default for FineTuneConfig {
@@ -77,11 +82,21 @@ impl Default for FineTuneConfig {
             patience: None,
             restore_best: true,
             augment: Augment::default(),
+            batchnorm: "frozen".into(),
         }
     }
 }
 
 impl FineTuneConfig {
+    /// The `batchnorm` key as a [`BatchNormMode`].
+    pub fn batchnorm_mode(&self) -> Result<BatchNormMode, TrainError> {
+        match self.batchnorm.as_str() {
+            "frozen" => Ok(BatchNormMode::Frozen),
+            "batch" => Ok(BatchNormMode::Batch),
+            other => Err(TrainError::config("finetune.batchnorm", format!("`{other}` is not one of frozen, batch"))),
+        }
+    }
+
     /// Reads a `finetune` table; errors name the key.
     pub fn from_toml(table: &toml::Table) -> Result<FineTuneConfig, TrainError> {
         FineTuneConfig::deserialize(toml::Value::Table(table.clone()))
@@ -91,6 +106,7 @@ impl FineTuneConfig {
     /// The [`FineTune`] this table describes (loss cross-entropy; set
     /// `loss` on the result for distillation).
     pub fn to_finetune(&self, seed: u64) -> Result<FineTune, TrainError> {
+        self.batchnorm_mode()?;
         let schedule = match self.schedule.as_str() {
             "constant" => LrSchedule::Constant,
             "cosine" => LrSchedule::Cosine { min_lr: self.min_lr },
@@ -181,7 +197,11 @@ impl FineTuneConfig {
             None => (SubsetRef::new(train, (0..train.len()).collect())?, None),
         };
         let mut cb = Callbacks { on_step, on_epoch };
-        ft.run(exec, &fit, val.as_ref().map(|v| v as &dyn Dataset), teacher, &mut cb)
+        let before = exec.batchnorm();
+        exec.set_batchnorm(self.batchnorm_mode()?);
+        let report = ft.run(exec, &fit, val.as_ref().map(|v| v as &dyn Dataset), teacher, &mut cb);
+        exec.set_batchnorm(before);
+        report
     }
 }
 

@@ -97,6 +97,74 @@ struct Step {
     kind: Kind,
     inputs: Vec<Option<usize>>,
     outputs: Vec<Option<usize>>,
+    /// A BatchNormalization whose mean and variance are parameters: their
+    /// indices, for the running-statistics update in training mode.
+    running: Option<(usize, usize)>,
+}
+
+/// How BatchNormalization behaves while training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchNormMode {
+    /// The stored running statistics, as in inference (PyTorch's `eval()`
+    /// while fine-tuning): BatchNorm is a fixed per-channel affine map whose
+    /// scale and bias train.
+    #[default]
+    Frozen,
+    /// The batch's statistics, as PyTorch's `train()`: the forward pass
+    /// normalises by them (gradients flow through them) and every step
+    /// updates the running mean and variance with the node's `momentum`
+    /// (ONNX's meaning: `running · momentum + batch · (1 − momentum)`; the
+    /// variance folded in is the unbiased one, as PyTorch does). Evaluation
+    /// and the written model use the running statistics. When a step runs
+    /// as two half-batches in parallel, each half normalises by its own
+    /// statistics and the update uses those of the whole batch.
+    Batch,
+}
+
+/// The batch statistics one BatchNormalization saw in a training pass.
+#[derive(Debug, Clone)]
+pub(crate) struct BnStat {
+    mean_param: usize,
+    var_param: usize,
+    momentum: f32,
+    mean: Vec<f32>,
+    /// Biased (divided by `count`).
+    var: Vec<f32>,
+    /// Values per channel that went into them.
+    count: usize,
+}
+
+impl BnStat {
+    /// The statistics of two disjoint batches together (exact for the biased variance).
+    pub(crate) fn merge(a: &BnStat, b: &BnStat) -> BnStat {
+        let (na, nb) = (a.count as f64, b.count as f64);
+        let n = na + nb;
+        let mut mean = Vec::with_capacity(a.mean.len());
+        let mut var = Vec::with_capacity(a.mean.len());
+        for k in 0..a.mean.len() {
+            let (ma, mb) = (f64::from(a.mean[k]), f64::from(b.mean[k]));
+            let m = (na * ma + nb * mb) / n;
+            let v = (na * (f64::from(a.var[k]) + (ma - m).powi(2)) + nb * (f64::from(b.var[k]) + (mb - m).powi(2))) / n;
+            mean.push(m as f32);
+            var.push(v as f32);
+        }
+        BnStat { mean, var, count: a.count + b.count, ..a.clone() }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(mean: Vec<f32>, var: Vec<f32>, count: usize) -> BnStat {
+        BnStat { mean_param: 0, var_param: 0, momentum: 0.9, mean, var, count }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn mean(&self) -> &[f32] {
+        &self.mean
+    }
+
+    #[cfg(test)]
+    pub(crate) fn var(&self) -> &[f32] {
+        &self.var
+    }
 }
 
 /// A snapshot of every parameter's trained tensor (for best-checkpoint restore).
@@ -115,6 +183,7 @@ pub struct Executor {
     pub(crate) params: Vec<Param>,
     names: HashMap<String, usize>,
     last_use: Vec<usize>,
+    batchnorm: BatchNormMode,
 }
 
 /// Result of one forward pass.
@@ -123,6 +192,8 @@ pub(crate) struct Pass {
     pub taps: Vec<F>,
     /// Per parameter: the autodiff leaf, when it requires a gradient.
     pub leaves: Vec<Option<F>>,
+    /// Batch statistics of each BatchNormalization ([`BatchNormMode::Batch`] training passes only).
+    pub bn: Vec<BnStat>,
 }
 
 pub(crate) fn guard<T>(context: &str, f: impl FnOnce() -> Result<T, TrainError>) -> Result<T, TrainError> {
@@ -256,7 +327,14 @@ impl Executor {
                 .enumerate()
                 .map(|(k, o)| (!o.is_empty()).then(|| slot_of(ValueRef(id, k), graph, &mut names)))
                 .collect();
-            steps.push(Step { node: op.label(), op_type: op.op_type.clone(), kind, inputs: ins, outputs: outs });
+            steps.push(Step {
+                node: op.label(),
+                op_type: op.op_type.clone(),
+                kind,
+                inputs: ins,
+                outputs: outs,
+                running: None,
+            });
         }
         let mut outputs = Vec::new();
         for &o in graph.outputs() {
@@ -284,6 +362,15 @@ impl Executor {
                 *x_const = st.inputs.first().copied().flatten().is_some_and(|s| grad_free[s]);
             }
         }
+        // BatchNormalization whose mean and variance are parameters can update them in training mode.
+        for st in &mut steps {
+            if let Kind::BatchNorm { .. } = st.kind {
+                let param_at = |k: usize| {
+                    st.inputs.get(k).copied().flatten().and_then(|s| params.iter().position(|p| p.slot == s))
+                };
+                st.running = param_at(3).zip(param_at(4));
+            }
+        }
         let mut last_use = vec![0usize; n_slots];
         for (i, s) in steps.iter().enumerate() {
             for &x in s.inputs.iter().flatten() {
@@ -294,7 +381,18 @@ impl Executor {
             last_use[s] = usize::MAX;
         }
         debug!(steps = steps.len(), params = params.len(), "compiled graph for training");
-        Ok(Executor { device, steps, n_slots, inputs, outputs, consts, params, names, last_use })
+        Ok(Executor {
+            device,
+            steps,
+            n_slots,
+            inputs,
+            outputs,
+            consts,
+            params,
+            names,
+            last_use,
+            batchnorm: BatchNormMode::Frozen,
+        })
     }
 
     /// Names of the graph inputs to feed, in order.
@@ -308,6 +406,46 @@ impl Executor {
     }
 
     // ---- parameters -----------------------------------------------------------------
+
+    /// How BatchNormalization behaves in training steps (see [`BatchNormMode`]).
+    pub fn set_batchnorm(&mut self, mode: BatchNormMode) {
+        self.batchnorm = mode;
+    }
+
+    /// The current [`BatchNormMode`].
+    pub fn batchnorm(&self) -> BatchNormMode {
+        self.batchnorm
+    }
+
+    /// Whether the graph has a BatchNormalization that [`BatchNormMode::Batch`] would change.
+    pub fn has_batchnorm(&self) -> bool {
+        self.steps.iter().any(|s| s.running.is_some())
+    }
+
+    /// Folds batch statistics into the running mean and variance parameters.
+    pub(crate) fn update_running_stats(&mut self, stats: &[BnStat]) -> Result<(), TrainError> {
+        for st in stats {
+            let m = f64::from(st.momentum);
+            let unbias = if st.count > 1 { st.count as f64 / (st.count - 1) as f64 } else { 1.0 };
+            for (k, batch) in [(st.mean_param, &st.mean), (st.var_param, &st.var)] {
+                let p = &self.params[k];
+                let old = p.latent.to_host();
+                if old.data.len() != batch.len() {
+                    return Err(TrainError::param(&p.name, "running statistic and batch statistic differ in size"));
+                }
+                let scale = if k == st.var_param { unbias } else { 1.0 };
+                let new: Vec<f32> = old
+                    .data
+                    .iter()
+                    .zip(batch)
+                    .map(|(&r, &b)| (f64::from(r) * m + f64::from(b) * scale * (1.0 - m)) as f32)
+                    .collect();
+                self.params[k].latent =
+                    F::from_host(new, &old.dims, &self.device).map_err(|r| TrainError::param(&p.name, r))?;
+            }
+        }
+        Ok(())
+    }
 
     /// Every parameter, in initializer order.
     pub fn params(&self) -> Vec<ParamInfo> {
@@ -576,6 +714,8 @@ impl Executor {
             };
             grab(&vals, &mut tapped);
             let dev = if train { self.device.clone().autodiff() } else { self.device.clone() };
+            let batch_stats = train && self.batchnorm == BatchNormMode::Batch;
+            let mut bn = Vec::new();
             for (i, st) in self.steps.iter().enumerate() {
                 let ins: Vec<Option<Value>> = st
                     .inputs
@@ -586,7 +726,25 @@ impl Executor {
                         None => None,
                     })
                     .collect();
-                let outs = eval(&st.kind, ins, &dev).map_err(|r| TrainError::op(&st.node, &st.op_type, r))?;
+                let stats_here = batch_stats && st.running.is_some();
+                let mut outs =
+                    eval(&st.kind, ins, &dev, stats_here).map_err(|r| TrainError::op(&st.node, &st.op_type, r))?;
+                if let (true, Some((mean_param, var_param)), Kind::BatchNorm { momentum, .. }) =
+                    (stats_here, st.running, &st.kind)
+                {
+                    let host = |v: Option<Value>| match v {
+                        Some(Value::F(f)) => Ok(f.to_host().data),
+                        _ => Err(TrainError::op(&st.node, &st.op_type, "batch statistics are missing")),
+                    };
+                    let var = host(outs.pop())?;
+                    let mean = host(outs.pop())?;
+                    let channels = mean.len().max(1);
+                    let count = match outs.first() {
+                        Some(Value::F(y)) => y.dims().iter().product::<usize>() / channels,
+                        _ => 0,
+                    };
+                    bn.push(BnStat { mean_param, var_param, momentum: *momentum, mean, var, count });
+                }
                 for (slot, v) in st.outputs.iter().zip(outs) {
                     if let Some(slot) = slot {
                         vals[*slot] = Some(v);
@@ -611,7 +769,7 @@ impl Executor {
                     t.ok_or_else(|| TrainError::Input { name: name.to_string(), reason: "not a float value".into() })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Pass { outputs, taps, leaves })
+            Ok(Pass { outputs, taps, leaves, bn })
         })
     }
 

@@ -60,7 +60,7 @@ mod tests;
 
 pub use config::FineTuneConfig;
 pub use error::TrainError;
-pub use exec::{Executor, ParamInfo, Snapshot, Ste, SteFn};
+pub use exec::{BatchNormMode, Executor, ParamInfo, Snapshot, Ste, SteFn};
 pub use finetune::{EpochInfo, FineTune, FineTuneReport, NoProgress, Progress, StepInfo, accuracy};
 pub use loss::Loss;
 pub use optim::{LrPlan, LrSchedule, Optimizer, OptimizerKind};

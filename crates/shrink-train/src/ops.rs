@@ -41,33 +41,85 @@ pub(crate) struct Window {
 /// only); the executor sets it after parsing.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kind {
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
     MatMul,
     Bin(BinOp),
-    Conv { w: Window, group: usize, x_const: bool },
+    Conv {
+        w: Window,
+        group: usize,
+        x_const: bool,
+    },
     MaxPool(Window),
-    AvgPool { w: Window, count_include_pad: bool },
+    AvgPool {
+        w: Window,
+        count_include_pad: bool,
+    },
     GlobalAvgPool,
-    BatchNorm { eps: f32 },
+    /// `momentum` as ONNX means it: running = running · momentum + batch · (1 − momentum).
+    BatchNorm {
+        eps: f32,
+        momentum: f32,
+    },
     Relu,
     LeakyRelu(f32),
     Sigmoid,
     Tanh,
     HardSigmoid(f32, f32),
     HardSwish,
-    Clip { min: Option<f32>, max: Option<f32> },
-    Softmax { axis: i64, legacy: bool, log: bool },
-    Flatten { axis: i64 },
-    Reshape { allowzero: bool },
-    Transpose { perm: Option<Vec<i64>> },
-    Concat { axis: i64 },
-    Squeeze { axes: Option<Vec<i64>> },
-    Unsqueeze { axes: Option<Vec<i64>> },
+    Clip {
+        min: Option<f32>,
+        max: Option<f32>,
+    },
+    Softmax {
+        axis: i64,
+        legacy: bool,
+        log: bool,
+    },
+    Flatten {
+        axis: i64,
+    },
+    Reshape {
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<i64>>,
+    },
+    Concat {
+        axis: i64,
+    },
+    Split {
+        op: op::Split,
+        outputs: usize,
+    },
+    Slice(op::Slice),
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
     Identity,
-    Shape { start: i64, end: Option<i64> },
-    Gather { axis: i64 },
-    Cast { to: i32 },
-    Reduce { mean: bool, axes: Option<Vec<i64>>, keepdims: bool, noop_empty: bool },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    Gather {
+        axis: i64,
+    },
+    Cast {
+        to: i32,
+    },
+    Reduce {
+        mean: bool,
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_empty: bool,
+    },
 }
 
 /// The 2-d window the burn ops take, from the typed view's `w`.
@@ -139,7 +191,7 @@ impl Kind {
                 if !b.is_inference() {
                     return Err(err("only the inference form (one output, training_mode 0) is supported"));
                 }
-                Kind::BatchNorm { eps: b.epsilon }
+                Kind::BatchNorm { eps: b.epsilon, momentum: b.momentum }
             }
             OpKind::Activation(a) => match a.f {
                 Act::Relu => Kind::Relu,
@@ -158,6 +210,8 @@ impl Kind {
             OpKind::Reshape(r) => Kind::Reshape { allowzero: r.allowzero },
             OpKind::Transpose(t) => Kind::Transpose { perm: t.perm },
             OpKind::Concat(c) => Kind::Concat { axis: c.axis.ok_or_else(|| err("axis is missing"))? },
+            OpKind::Split(s) => Kind::Split { op: s, outputs: op.outputs.len() },
+            OpKind::Slice(s) => Kind::Slice(s),
             OpKind::Squeeze(s) if s.unsqueeze => Kind::Unsqueeze { axes: s.axes },
             OpKind::Squeeze(s) => Kind::Squeeze { axes: s.axes },
             OpKind::Passthrough(p) => match p {
@@ -552,6 +606,7 @@ fn perm_apply(f: F, perm: &[isize]) -> R<F> {
         F::R2(t) => F::R2(t.permute(<[isize; 2]>::try_from(perm).map_err(|_| bad())?)),
         F::R3(t) => F::R3(t.permute(<[isize; 3]>::try_from(perm).map_err(|_| bad())?)),
         F::R4(t) => F::R4(t.permute(<[isize; 4]>::try_from(perm).map_err(|_| bad())?)),
+        F::R5(t) => F::R5(t.permute(<[isize; 5]>::try_from(perm).map_err(|_| bad())?)),
     })
 }
 
@@ -573,6 +628,7 @@ fn cat(fs: Vec<F>, axis: usize) -> R<F> {
         Some(2) => go!(R2),
         Some(3) => go!(R3),
         Some(4) => go!(R4),
+        Some(5) => go!(R5),
         _ => return Err("no inputs".into()),
     })
 }
@@ -667,6 +723,69 @@ fn gather_int(data: IntT, idx: IntT, axis: i64) -> R<IntT> {
     Ok(IntT { data: out, dims: od })
 }
 
+/// `x` sliced on `axes` as `parts` says (one [`op::SliceAxis`] per axis).
+/// Float tensors take burn's slice (a step other than 1 is refused: no
+/// exported CNN writes one on a float tensor); integer ones are sliced on the host.
+fn slice_value(x: Value, axes: &[usize], parts: &[op::SliceAxis]) -> R<Value> {
+    match x {
+        Value::F(f) => {
+            let dims = f.dims();
+            let mut ranges: Vec<std::ops::Range<usize>> = dims.iter().map(|&d| 0..d).collect();
+            for (&a, p) in axes.iter().zip(parts) {
+                if p.step != 1 && p.len > 1 {
+                    return Err(format!("a step of {} on a float tensor is not supported", p.step));
+                }
+                let s = p.start as usize;
+                ranges[a] = s..s + p.len as usize;
+            }
+            if ranges.iter().any(|r| r.is_empty()) {
+                return Err(format!("slice {ranges:?} of dims {dims:?} is empty"));
+            }
+            macro_rules! go {
+                ($t:expr, $n:literal) => {{
+                    let r: [std::ops::Range<usize>; $n] = ranges.clone().try_into().map_err(|_| "rank")?;
+                    $t.slice(r)
+                }};
+            }
+            Ok(Value::F(match f {
+                F::R1(t) => F::R1(go!(t, 1)),
+                F::R2(t) => F::R2(go!(t, 2)),
+                F::R3(t) => F::R3(go!(t, 3)),
+                F::R4(t) => F::R4(go!(t, 4)),
+                F::R5(t) => F::R5(go!(t, 5)),
+            }))
+        }
+        Value::I(i) => {
+            let dims = if i.dims.is_empty() { vec![1] } else { i.dims.clone() };
+            let mut per: Vec<op::SliceAxis> =
+                dims.iter().map(|&d| op::SliceAxis { start: 0, len: d as u64, step: 1 }).collect();
+            for (&a, p) in axes.iter().zip(parts) {
+                per[a] = *p;
+            }
+            let out_dims: Vec<usize> = per.iter().map(|p| p.len as usize).collect();
+            let n: usize = out_dims.iter().product();
+            let mut data = Vec::with_capacity(n);
+            let mut idx = vec![0usize; dims.len()];
+            for _ in 0..n {
+                let mut flat = 0usize;
+                for (k, p) in per.iter().enumerate() {
+                    let at = p.start as i64 + idx[k] as i64 * p.step;
+                    flat = flat * dims[k] + at as usize;
+                }
+                data.push(i.data[flat]);
+                for k in (0..idx.len()).rev() {
+                    idx[k] += 1;
+                    if idx[k] < out_dims[k] {
+                        break;
+                    }
+                    idx[k] = 0;
+                }
+            }
+            Ok(Value::I(IntT { data, dims: out_dims }))
+        }
+    }
+}
+
 fn reduce(f: F, axes: &[usize], mean: bool, keepdims: bool) -> R<F> {
     let dims = f.dims();
     let mut f = f;
@@ -684,7 +803,10 @@ fn reduce(f: F, axes: &[usize], mean: bool, keepdims: bool) -> R<F> {
 }
 
 /// Evaluates one op. `inputs` are per slot (`None` for an empty optional slot).
-pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device) -> R<Vec<Value>> {
+/// With `batch_stats`, BatchNormalization normalises by the batch's
+/// statistics (training mode) and also returns the batch mean and biased
+/// variance as outputs 1 and 2.
+pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device, batch_stats: bool) -> R<Vec<Value>> {
     let all_int = inputs.iter().flatten().all(|x| matches!(x, Value::I(_)));
     let mut take = |i: usize| inputs.get_mut(i).and_then(Option::take);
     let out = match kind {
@@ -803,7 +925,7 @@ pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device) ->
             let axes: Vec<usize> = (2..r).collect();
             Value::F(reduce(x, &axes, true, true)?)
         }
-        Kind::BatchNorm { eps } => {
+        Kind::BatchNorm { eps, .. } => {
             let x = float(take(0), "X")?;
             let (scale, b, mean, var) =
                 (float(take(1), "scale")?, float(take(2), "B")?, float(take(3), "mean")?, float(take(4), "var")?);
@@ -818,6 +940,41 @@ pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device) ->
                 }
             }
             let eps = *eps;
+            if batch_stats {
+                // Training mode: normalise by the batch's statistics (gradients flow
+                // through them); the biased batch mean and variance come back as
+                // outputs 1 and 2 for the executor's running-statistics update.
+                let (F::R1(gamma), F::R1(beta)) = (scale, b) else { return Err("scale and B must be vectors".into()) };
+                if dims.iter().enumerate().filter(|&(i, _)| i != 1).map(|(_, &d)| d).product::<usize>() < 2 {
+                    return Err(format!("batch statistics need more than one value per channel; dims {dims:?}"));
+                }
+                macro_rules! train {
+                    ($t:expr) => {{
+                        let o = m::batch_norm_train($t, gamma, beta, eps as f64);
+                        (o.output, o.mean, o.variance)
+                    }};
+                }
+                let (y, bm, bv) = match x {
+                    F::R1(_) => return Err("input needs a channel dimension".into()),
+                    F::R2(t) => {
+                        let (y, m, v) = train!(t);
+                        (F::R2(y), m, v)
+                    }
+                    F::R3(t) => {
+                        let (y, m, v) = train!(t);
+                        (F::R3(y), m, v)
+                    }
+                    F::R4(t) => {
+                        let (y, m, v) = train!(t);
+                        (F::R4(y), m, v)
+                    }
+                    F::R5(t) => {
+                        let (y, m, v) = train!(t);
+                        (F::R5(y), m, v)
+                    }
+                };
+                return Ok(vec![Value::F(y), Value::F(F::R1(bm)), Value::F(F::R1(bv))]);
+            }
             let inv = map_f!(var, t => t.add_scalar(eps).sqrt().recip());
             let k = scale.mul(inv).ok_or("rank mismatch")?;
             let mut bshape = vec![1; dims.len()];
@@ -935,6 +1092,50 @@ pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device) ->
                 }
                 Value::F(cat(fs, a)?)
             }
+        }
+        Kind::Split { op: sp, outputs } => {
+            let x = take(0).ok_or("input is missing")?;
+            let given = match take(1) {
+                Some(v) => Some(ints(Some(v), "split")?.data),
+                None => None,
+            };
+            let dims = match &x {
+                Value::F(f) => f.dims(),
+                Value::I(i) => i.dims.clone(),
+            };
+            let a = norm_axis(sp.axis, dims.len())?;
+            let sizes = sp
+                .sizes(dims[a] as u64, given, *outputs)
+                .filter(|s| s.len() == *outputs)
+                .ok_or_else(|| format!("cannot split an axis of {} into {outputs} parts as asked", dims[a]))?;
+            let mut start = 0;
+            let mut outs = Vec::with_capacity(sizes.len());
+            for &n in &sizes {
+                let part = [op::SliceAxis { start: start as u64, len: n, step: 1 }];
+                outs.push(slice_value(x.clone(), &[a], &part)?);
+                start += n as usize;
+            }
+            return Ok(outs);
+        }
+        Kind::Slice(sl) => {
+            let x = take(0).ok_or("input is missing")?;
+            let mut arg = |i: usize, what: &str| -> R<Option<Vec<i64>>> {
+                match take(i) {
+                    Some(v) => Ok(Some(ints(Some(v), what)?.data)),
+                    None => Ok(None),
+                }
+            };
+            let (st, en, ax, sp) = (arg(1, "starts")?, arg(2, "ends")?, arg(3, "axes")?, arg(4, "steps")?);
+            let dims: Vec<u64> = match &x {
+                Value::F(f) => f.dims(),
+                Value::I(i) => i.dims.clone(),
+            }
+            .iter()
+            .map(|&d| d as u64)
+            .collect();
+            let r = sl.resolve(&dims, st.as_deref(), en.as_deref(), ax.as_deref(), sp.as_deref())?;
+            let axes: Vec<usize> = (0..r.len()).collect();
+            slice_value(x, &axes, &r)?
         }
         Kind::Squeeze { axes } | Kind::Unsqueeze { axes } => {
             let squeeze = matches!(kind, Kind::Squeeze { .. });

@@ -8,8 +8,8 @@ use shrink_graph::{DataType, Dim, Graph, Model, Op, Tensor, ValueRef};
 
 use crate::value::{F, with_f};
 use crate::{
-    Executor, FineTune, HostTensor, Loss, LrPlan, LrSchedule, Optimizer, OptimizerKind, Progress, Ste, StepInfo,
-    TrainError,
+    BatchNormMode, Executor, FineTune, HostTensor, Loss, LrPlan, LrSchedule, Optimizer, OptimizerKind, Progress, Ste,
+    StepInfo, TrainError,
 };
 
 /// A tiny graph under construction: random float initializers, ops, one output.
@@ -771,8 +771,8 @@ fn half_batches_in_parallel_give_the_whole_batch_gradient() {
         HostTensor::new((0..n * 3).map(|_| (r.next_u64() >> 40) as f32 / (1u64 << 21) as f32).collect(), vec![n, 3]);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     for (loss, t) in [(Loss::CrossEntropy, None), (Loss::Distill { alpha: 0.7, temperature: 3.0 }, Some(&teacher))] {
-        let (l1, g1) = ex.step_gradients(&x, &y, &loss, t, false).unwrap();
-        let (l2, g2) = pool.install(|| ex.step_gradients(&x, &y, &loss, t, true)).unwrap();
+        let (l1, g1, _) = ex.step_gradients(&x, &y, &loss, t, false).unwrap();
+        let (l2, g2, _) = pool.install(|| ex.step_gradients(&x, &y, &loss, t, true)).unwrap();
         assert!((l1 - l2).abs() <= 1e-5 * l1.abs(), "{loss:?}: loss {l1} vs {l2}");
         assert_eq!(g1.len(), g2.len());
         let mut differ = 0;
@@ -789,7 +789,7 @@ fn half_batches_in_parallel_give_the_whole_batch_gradient() {
         assert!(differ > 0, "{loss:?}: bit-identical to one pass");
     }
     // An odd batch, or one the gradient split cannot halve, runs whole.
-    let (l_odd, _) = ex
+    let (l_odd, _, _) = ex
         .step_gradients(
             &HostTensor::new(x.data[..128].to_vec(), vec![1, 2, 8, 8]),
             &y[..1],
@@ -931,4 +931,173 @@ fn run_reporting_updates_on_the_first_every_20th_and_last_step_with_validation()
     assert!(seen.iter().all(|(_, m)| m.starts_with("loss ")), "{seen:?}");
     // Step 20 ends the first epoch, whose validation comes after it.
     assert!(!seen[1].1.contains("validation") && seen[2].1.contains("validation"), "{seen:?}");
+}
+
+/// The ops ShuffleNet-, DenseNet- and MobileNet-class exports add: Slice
+/// (float channels and an integer shape chain), Split into parts, a rank-5
+/// channel shuffle (Reshape, Transpose, Reshape) and a Concat of three inputs.
+#[test]
+fn slice_split_and_rank_five_shuffle_gradients_match_finite_differences() {
+    let mut g = G::new(11);
+    let x = g.w(&[2, 6, 3, 4]);
+    let (st, en, ax) = (g.ints(&[1]), g.ints(&[5]), g.ints(&[1]));
+    let y = g.op("Slice", &[Some(x), Some(st), Some(en), Some(ax)], vec![]); // [2, 4, 3, 4]
+    g.n += 1;
+    let mut sp = Op::new("Split", &format!("n{}_Split", g.n), 1, vec!["sa".into(), "sb".into()]);
+    sp.attributes = vec![attr_int("axis", 1), attr_int("num_outputs", 2)];
+    let sid = g.g.add_op(sp, &[Some(y)]);
+    let (a, b) = (ValueRef(sid, 0), ValueRef(sid, 1)); // [2, 2, 3, 4] each
+    let five = g.ints(&[2, 2, 1, 3, 4]);
+    let b5 = g.op("Reshape", &[Some(b), Some(five)], vec![]);
+    let b5 = g.op("Transpose", &[Some(b5)], vec![attr_ints("perm", &[0, 2, 1, 3, 4])]);
+    let four = g.ints(&[2, 2, 3, 4]);
+    let b = g.op("Reshape", &[Some(b5), Some(four)], vec![]);
+    let ab = g.op("Mul", &[Some(a), Some(b)], vec![]);
+    let y = g.op("Concat", &[Some(a), Some(ab), Some(b)], vec![attr_int("axis", 1)]); // [2, 6, 3, 4]
+    // an integer Slice in a shape chain: flatten by [N, -1]
+    let sh = g.op("Shape", &[Some(y)], vec![]);
+    let (s0, s1) = (g.ints(&[0]), g.ints(&[1]));
+    let n = g.op("Slice", &[Some(sh), Some(s0), Some(s1)], vec![]);
+    let minus1 = g.ints(&[-1]);
+    let target = g.op("Concat", &[Some(n), Some(minus1)], vec![attr_int("axis", 0)]);
+    let y = g.op("Reshape", &[Some(y), Some(target)], vec![]);
+    let model = g.finish(y);
+    let ex = Executor::new(&model).unwrap();
+    let out = ex.forward(&[]).unwrap().remove(0);
+    assert_eq!(out.dims, [2, 72]);
+    // values: channel 0 of the output is channel 1 of the input (the slice starts at 1)
+    let xin = ex.param("w1").unwrap();
+    assert_eq!(&out.data[..12], &xin.data[12..24]);
+    gradcheck("slice-split-shuffle", &model);
+}
+
+/// Conv, then BatchNormalization in training mode (batch statistics), then
+/// Relu: autodiff against central finite differences of the same training
+/// pass (the batch statistics move with every weight, x included).
+#[test]
+fn batchnorm_in_training_mode_matches_finite_differences() {
+    let mut g = G::new(12);
+    let (x, w) = (g.w(&[4, 2, 3, 3]), g.w(&[3, 2, 2, 2]));
+    let y = g.op("Conv", &[Some(x), Some(w)], vec![]);
+    let (s, b, m) = (g.w_in(&[3], 0.5, 1.5), g.w(&[3]), g.w(&[3]));
+    let v = g.w_in(&[3], 0.5, 1.5);
+    let y = g.op("BatchNormalization", &[Some(y), Some(s), Some(b), Some(m), Some(v)], vec![]);
+    let y = g.op("Tanh", &[Some(y)], vec![]);
+    let model = g.finish(y);
+    let mut ex = Executor::new(&model).unwrap();
+    ex.set_batchnorm(BatchNormMode::Batch);
+    let frozen = ex.params().iter().filter(|p| !p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>();
+    assert_eq!(frozen, [g_name(&model, 3), g_name(&model, 4)], "mean and var are not trained");
+    for p in ex.params() {
+        if !frozen.contains(&p.name) {
+            ex.set_trainable(&p.name, true).unwrap();
+        }
+    }
+    let dims = ex.forward(&[]).unwrap()[0].dims.clone();
+    let mut rng = SplitMix64::new(3);
+    let n: usize = dims.iter().product();
+    let r: Vec<f32> = (0..n).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+    let loss = |ex: &Executor| {
+        let (rr, dims) = (r.clone(), dims.clone());
+        ex.gradients(&[], move |outs| {
+            let o = outs.into_iter().next().ok_or("no output")?;
+            let rt = F::from_host(rr, &dims, &o.inner_device())?;
+            Ok(with_f!(o.mul(rt).ok_or("rank")?, t => t.sum()))
+        })
+        .unwrap()
+    };
+    let (l0, grads) = loss(&ex);
+    // batch statistics differ from the stored ones: the training pass is not the inference pass
+    assert!((f64::from(l0) - host_loss(&ex.forward(&[]).unwrap()[0], &r)).abs() > 1e-3);
+    let eps = 1e-3f32;
+    let mut checked = 0;
+    for (i, p) in ex.params().iter().enumerate() {
+        if frozen.contains(&p.name) {
+            assert!(grads[i].is_none());
+            continue;
+        }
+        let gr = grads[i].as_ref().unwrap().to_host().data;
+        let w = ex.param(&p.name).unwrap().data;
+        for j in (0..w.len()).step_by((w.len() / 5).max(1)) {
+            let mut wp = w.clone();
+            wp[j] += eps;
+            ex.set_param(&p.name, &wp).unwrap();
+            let lp = loss(&ex).0 as f64;
+            wp[j] -= 2.0 * eps;
+            ex.set_param(&p.name, &wp).unwrap();
+            let lm = loss(&ex).0 as f64;
+            ex.set_param(&p.name, &w).unwrap();
+            let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
+            let tol = 5e-3 + 1e-2 * fd.abs().max(gr[j].abs());
+            assert!((fd - gr[j]).abs() <= tol, "d/d {}[{j}]: autodiff {} vs finite difference {fd}", p.name, gr[j]);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked} entries checked");
+}
+
+fn g_name(model: &Model, input: usize) -> String {
+    let g = &model.graph;
+    let bn = g.ops().into_iter().find(|&id| g.op(id).is_some_and(|o| o.op_type == "BatchNormalization")).unwrap();
+    g.value_name(g.input(bn, input).unwrap()).to_string()
+}
+
+/// One training step in [`BatchNormMode::Batch`] folds the batch's mean and
+/// unbiased variance into the running statistics with the node's momentum
+/// (ONNX's meaning), and inference then uses them; in the default mode the
+/// running statistics never move.
+#[test]
+fn batchnorm_training_mode_updates_running_statistics() {
+    let mut g = G::new(13);
+    let x = g.g.add_input(tensor_info("x", DataType::Float, &[Dim::Sym("n".into()), Dim::Known(2)]));
+    let (s, b, m) = (g.w_in(&[2], 0.5, 1.5), g.w(&[2]), g.w(&[2]));
+    let v = g.w_in(&[2], 0.5, 1.5);
+    let y = g.op(
+        "BatchNormalization",
+        &[Some(ValueRef(x, 0)), Some(s), Some(b), Some(m), Some(v)],
+        vec![attr_float("momentum", 0.8)],
+    );
+    let w = g.w(&[2, 3]);
+    let y = g.op("MatMul", &[Some(y), Some(w)], vec![]);
+    let model = g.finish(y);
+    let (mean_name, var_name) = (g_name(&model, 3), g_name(&model, 4));
+    let input = HostTensor::new(vec![1.0, -2.0, 3.0, 0.0, 2.0, 5.0, -2.0, 1.0], vec![4, 2]);
+    let labels = [0, 1, 2, 0];
+    let run = |mode: BatchNormMode| {
+        let mut ex = Executor::new(&model).unwrap();
+        ex.set_batchnorm(mode);
+        let before = (ex.param(&mean_name).unwrap().data, ex.param(&var_name).unwrap().data);
+        let mut opt = Optimizer::new(OptimizerKind::sgd(0.0, 0.0)).unwrap();
+        ex.train_step(&mut opt, 0.1, &input, &labels, &Loss::CrossEntropy, None).unwrap();
+        (before, (ex.param(&mean_name).unwrap().data, ex.param(&var_name).unwrap().data), ex)
+    };
+    let ((m0, v0), (m1, v1), ex) = run(BatchNormMode::Batch);
+    // channel 0 holds 1, 3, 2, -2: mean 1, unbiased variance 14/3; channel 1: -2, 0, 5, 1: mean 1, 26/3
+    let (bm, bv) = ([1.0f32, 1.0], [14.0f32 / 3.0, 26.0 / 3.0]);
+    for c in 0..2 {
+        assert!((m1[c] - (0.8 * m0[c] + 0.2 * bm[c])).abs() < 1e-6, "mean {c}: {} from {}", m1[c], m0[c]);
+        assert!((v1[c] - (0.8 * v0[c] + 0.2 * bv[c])).abs() < 1e-5, "var {c}: {} from {}", v1[c], v0[c]);
+    }
+    // the written model carries the new statistics
+    let mut written = model.clone();
+    ex.write_back(&mut written.graph).unwrap();
+    let again = Executor::new(&written).unwrap();
+    assert_eq!(again.param(&mean_name).unwrap().data, m1);
+    let ((m0, v0), (m1, v1), _) = run(BatchNormMode::Frozen);
+    assert_eq!((m0, v0), (m1, v1), "frozen statistics moved");
+}
+
+#[test]
+fn merged_half_batch_statistics_are_the_whole_batch_statistics() {
+    let stat = |xs: &[f32]| {
+        let n = xs.len() as f64;
+        let m = xs.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let v = xs.iter().map(|&x| (f64::from(x) - m).powi(2)).sum::<f64>() / n;
+        crate::exec::BnStat::for_test(vec![m as f32], vec![v as f32], xs.len())
+    };
+    let xs = [0.5f32, -1.0, 2.0, 4.0, 3.5, -0.25, 1.0];
+    let whole = stat(&xs);
+    let merged = crate::exec::BnStat::merge(&stat(&xs[..3]), &stat(&xs[3..]));
+    assert!((merged.mean()[0] - whole.mean()[0]).abs() < 1e-6);
+    assert!((merged.var()[0] - whole.var()[0]).abs() < 1e-5);
 }

@@ -4,11 +4,14 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::TrainError;
-use crate::exec::{Executor, guard};
+use crate::exec::{BnStat, Executor, guard};
 use crate::loss::Loss;
 use crate::ops::as_matrix;
 use crate::optim::Optimizer;
 use crate::value::{F, HostTensor};
+
+/// A step's loss, each parameter's gradient and each BatchNorm's batch statistics.
+pub(crate) type StepGrads = (f32, Vec<Option<F>>, Vec<BnStat>);
 
 /// Gradient of a parameter leaf, by rank.
 fn grad_of(leaf: &F, grads: &burn::tensor::Gradients) -> Option<F> {
@@ -17,6 +20,7 @@ fn grad_of(leaf: &F, grads: &burn::tensor::Gradients) -> Option<F> {
         F::R2(t) => t.grad(grads).map(F::R2),
         F::R3(t) => t.grad(grads).map(F::R3),
         F::R4(t) => t.grad(grads).map(F::R4),
+        F::R5(t) => t.grad(grads).map(F::R5),
     }
 }
 
@@ -24,19 +28,31 @@ impl Executor {
     /// Forward on `inputs`, `loss_fn` on the outputs, backward: the loss and
     /// every trainable parameter's gradient (of its trained tensor: the
     /// codebook when tied).
+    #[cfg(test)]
     pub(crate) fn gradients(
         &self,
         inputs: &[HostTensor],
         loss_fn: impl FnOnce(Vec<F>) -> Result<Tensor<1>, String>,
     ) -> Result<(f32, Vec<Option<F>>), TrainError> {
+        self.gradients_and_stats(inputs, loss_fn).map(|(l, g, _)| (l, g))
+    }
+
+    /// [`Executor::gradients`], and the batch statistics of each
+    /// BatchNormalization in [`crate::BatchNormMode::Batch`].
+    pub(crate) fn gradients_and_stats(
+        &self,
+        inputs: &[HostTensor],
+        loss_fn: impl FnOnce(Vec<F>) -> Result<Tensor<1>, String>,
+    ) -> Result<StepGrads, TrainError> {
         let feeds = self.feed(inputs, true)?;
         let pass = self.run(feeds, true, &[])?;
+        let bn = pass.bn;
         guard("backward", || {
             let loss = loss_fn(pass.outputs).map_err(|r| TrainError::Model(format!("loss: {r}")))?;
             let grads = loss.backward();
             let value = loss.inner().into_scalar::<f32>();
             let g = pass.leaves.iter().map(|l| l.as_ref().and_then(|l| grad_of(l, &grads))).collect();
-            Ok((value, g))
+            Ok((value, g, bn))
         })
     }
 
@@ -119,11 +135,12 @@ impl Executor {
         // a worker (which takes its share and runs unstolen work itself) instead
         // of waking the pool and sleeping for every parallel region.
         let mut step = |ex: &mut Executor| -> Result<f32, TrainError> {
-            let (value, grads) = ex.step_gradients(input, labels, loss, teacher, halves)?;
+            let (value, grads, stats) = ex.step_gradients(input, labels, loss, teacher, halves)?;
             if !value.is_finite() {
                 return Err(TrainError::Model(format!("loss is {value}")));
             }
             ex.apply(opt, lr, grads)?;
+            ex.update_running_stats(&stats)?;
             Ok(value)
         };
         let parallel = rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none();
@@ -159,7 +176,7 @@ impl Executor {
         loss: &Loss,
         teacher: Option<&HostTensor>,
         halves: bool,
-    ) -> Result<(f32, Vec<Option<F>>), TrainError> {
+    ) -> Result<StepGrads, TrainError> {
         let n = labels.len();
         if !halves || n < 2 || !n.is_multiple_of(2) {
             return self.batch_gradients(input, labels, loss, teacher);
@@ -177,7 +194,8 @@ impl Executor {
             || self.batch_gradients(&xa, &labels[..h], loss, ta.as_ref()),
             || self.batch_gradients(&xb, &labels[h..], loss, tb.as_ref()),
         );
-        let ((la, ga), (lb, gb)) = (a?, b?);
+        let ((la, ga, sa), (lb, gb, sb)) = (a?, b?);
+        let stats = sa.iter().zip(&sb).map(|(a, b)| BnStat::merge(a, b)).collect();
         // Both halves are batch means over h samples: the batch's mean is their
         // mean, and halving is exact in floating point.
         let grads = ga
@@ -192,7 +210,7 @@ impl Executor {
                 _ => Err(TrainError::param(&p.name, "a gradient in one half-batch only")),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(((la + lb) * 0.5, grads))
+        Ok(((la + lb) * 0.5, grads, stats))
     }
 
     /// The loss and gradients of one batch, in one forward and backward pass.
@@ -202,7 +220,7 @@ impl Executor {
         labels: &[u32],
         loss: &Loss,
         teacher: Option<&HostTensor>,
-    ) -> Result<(f32, Vec<Option<F>>), TrainError> {
+    ) -> Result<StepGrads, TrainError> {
         let n = labels.len();
         let dev = self.device().clone().autodiff();
         let lab: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
@@ -214,7 +232,7 @@ impl Executor {
             ),
             None => None,
         };
-        self.gradients(std::slice::from_ref(input), |outs| {
+        self.gradients_and_stats(std::slice::from_ref(input), |outs| {
             let logits = as_matrix(outs.into_iter().next().ok_or("the graph has no output")?)?;
             let classes = logits.dims()[1];
             if labels.iter().any(|&l| l as usize >= classes) {

@@ -1,4 +1,4 @@
-//! Run-time values: float tensors of rank 1..=4 behind an enum (burn's ranks
+//! Run-time values: float tensors of rank 1..=5 behind an enum (burn's ranks
 //! are const generics), integer tensors kept on the host (shape arithmetic),
 //! and [`HostTensor`], the plain `Vec<f32>` form that crosses the API.
 
@@ -6,7 +6,8 @@ use burn::tensor::kind::BridgeTensor;
 use burn::tensor::{Device, Shape, Tensor, TensorData};
 
 /// The highest rank of a float value.
-pub const MAX_RANK: usize = 4;
+/// Five covers the channel shuffle of ShuffleNet (`[N, g, C/g, H, W]`).
+pub const MAX_RANK: usize = 5;
 
 /// A float tensor on the host: row-major values and dims. Rank 0 is `dims == []`.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +29,7 @@ pub(crate) enum F {
     R2(Tensor<2>),
     R3(Tensor<3>),
     R4(Tensor<4>),
+    R5(Tensor<5>),
 }
 
 /// Applies a rank-generic expression to the tensor inside an [`F`], giving an `F` of the same rank.
@@ -38,6 +40,7 @@ macro_rules! map_f {
             $crate::value::F::R2($t) => $crate::value::F::R2($e),
             $crate::value::F::R3($t) => $crate::value::F::R3($e),
             $crate::value::F::R4($t) => $crate::value::F::R4($e),
+            $crate::value::F::R5($t) => $crate::value::F::R5($e),
         }
     };
 }
@@ -50,6 +53,7 @@ macro_rules! with_f {
             $crate::value::F::R2($t) => $e,
             $crate::value::F::R3($t) => $e,
             $crate::value::F::R4($t) => $e,
+            $crate::value::F::R5($t) => $e,
         }
     };
 }
@@ -62,6 +66,7 @@ macro_rules! zip_f {
             ($crate::value::F::R2($x), $crate::value::F::R2($y)) => Some($crate::value::F::R2($e)),
             ($crate::value::F::R3($x), $crate::value::F::R3($y)) => Some($crate::value::F::R3($e)),
             ($crate::value::F::R4($x), $crate::value::F::R4($y)) => Some($crate::value::F::R4($e)),
+            ($crate::value::F::R5($x), $crate::value::F::R5($y)) => Some($crate::value::F::R5($e)),
             _ => None,
         }
     };
@@ -77,6 +82,7 @@ impl F {
             F::R2(_) => 2,
             F::R3(_) => 3,
             F::R4(_) => 4,
+            F::R5(_) => 5,
         }
     }
 
@@ -96,6 +102,7 @@ impl F {
             2 => F::R2(Tensor::from_data(td, device)),
             3 => F::R3(Tensor::from_data(td, device)),
             4 => F::R4(Tensor::from_data(td, device)),
+            5 => F::R5(Tensor::from_data(td, device)),
             r => return Err(format!("rank {r} is above the trainer's maximum of {MAX_RANK}")),
         })
     }
@@ -123,6 +130,7 @@ impl F {
             2 => F::R2(Tensor::from_data(data, device)),
             3 => F::R3(Tensor::from_data(data, device)),
             4 => F::R4(Tensor::from_data(data, device)),
+            5 => F::R5(Tensor::from_data(data, device)),
             _ => return None,
         })
     }
@@ -142,6 +150,7 @@ impl F {
                     2 => F::R2($t.reshape(s)),
                     3 => F::R3($t.reshape(s)),
                     4 => F::R4($t.reshape(s)),
+                    5 => F::R5($t.reshape(s)),
                     r => return Err(format!("rank {r} is above the trainer's maximum of {MAX_RANK}")),
                 }
             };
@@ -180,6 +189,10 @@ impl F {
                 let d = t.dims();
                 t.reshape([n]).reshape(d)
             }),
+            F::R5(t) => F::R5({
+                let d = t.dims();
+                t.reshape([n]).reshape(d)
+            }),
         }
     }
 
@@ -205,6 +218,7 @@ impl F {
             2 => F::R2(Tensor::from_bridge(b)),
             3 => F::R3(Tensor::from_bridge(b)),
             4 => F::R4(Tensor::from_bridge(b)),
+            5 => F::R5(Tensor::from_bridge(b)),
             _ => return None,
         })
     }

@@ -303,8 +303,8 @@ impl<'d> Reference<'d> {
     ) -> Result<(Option<AccuracyReport>, Vec<Logits>), VerifyError> {
         let keep = self.logits.is_empty();
         let mut kept = Vec::new();
-        match &self.inputs {
-            &Inputs::Data { data, batch, total } => {
+        match self.inputs {
+            Inputs::Data { data, batch, total } => {
                 check_fit(judge, data)?;
                 let classes = data.num_classes();
                 let mut tally = Tally::default();
@@ -331,7 +331,7 @@ impl<'d> Reference<'d> {
                 }
                 Ok((Some(tally.report(classes)), kept))
             }
-            &Inputs::Random { batch, batches, seed, ref shape } => {
+            Inputs::Random { batch, batches, seed, ref shape } => {
                 if judge.input_shape(batch) != *shape {
                     return Err(VerifyError::Model {
                         model: judge.name().into(),

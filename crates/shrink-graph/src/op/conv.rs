@@ -156,7 +156,7 @@ impl Rules for Conv {
 
     /// `N * C_out * spatial_out * (C_in / group) * kernel` = output elements × `prod(W.dims[1..])`.
     fn macs(&self, cx: &MacCx) -> Option<u64> {
-        product(cx.output.as_ref()?)?.checked_mul(product(&(cx.input)(1)?.get(1..)?.to_vec())?)
+        product(cx.output.as_ref()?)?.checked_mul(product((cx.input)(1)?.get(1..)?)?)
     }
 
     fn channels(&self, w: &mut Walk, id: NodeId, op: &Op) {
@@ -286,7 +286,7 @@ impl Rules for ConvTranspose {
 
     /// Every input element is scattered through the whole kernel: input elements × `prod(W.dims[1..])`.
     fn macs(&self, cx: &MacCx) -> Option<u64> {
-        product(&(cx.input)(0)?)?.checked_mul(product(&(cx.input)(1)?.get(1..)?.to_vec())?)
+        product(&(cx.input)(0)?)?.checked_mul(product((cx.input)(1)?.get(1..)?)?)
     }
 }
 

@@ -54,6 +54,7 @@ pub(crate) trait Rules {
 /// What shape inference knows about an op's inputs.
 pub(crate) struct InferCx<'a> {
     pub n_inputs: usize,
+    pub n_outputs: usize,
     pub shape_of: &'a dyn Fn(usize) -> Option<Shape>,
     pub const_of: &'a dyn Fn(usize) -> Option<Vec<i64>>,
 }
@@ -154,7 +155,7 @@ families! {
     linear => [Gemm, MatMul],
     norm => [BatchNorm, InstanceNorm],
     elementwise => [Activation, Binary, Passthrough, SameShape],
-    shape_ops => [Flatten, Reshape, Transpose, Squeeze, Concat, Split, ShapeOf, Gather, Constant],
+    shape_ops => [Flatten, Reshape, Transpose, Squeeze, Concat, Split, Slice, ShapeOf, Gather, Constant],
     reduce => [Reduce, Softmax],
     pad => [Pad],
 }
@@ -162,6 +163,7 @@ families! {
 pub use conv::{AutoPad, PoolKind, Window};
 pub use elementwise::{Act, BinFn};
 pub use reduce::ReduceFn;
+pub use shape_ops::{SliceAttrs, SliceAxis};
 
 /// The typed view of `op`, or `None` when it is unknown or its attributes
 /// cannot be honoured (for analyses that treat both alike).

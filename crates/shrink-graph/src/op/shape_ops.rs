@@ -1,13 +1,14 @@
 //! Ops that move data without arithmetic: `Flatten`, `Reshape`,
-//! `Transpose`, `Squeeze`/`Unsqueeze`, `Concat`, `Split`, `Shape`, `Gather`
-//! and `Constant`. Small integer results are propagated as constants, so the
+//! `Transpose`, `Squeeze`/`Unsqueeze`, `Concat`, `Split`, `Slice`, `Shape`,
+//! `Gather` and `Constant`. Small integer results are propagated as constants, so the
 //! `Shape → Gather → Unsqueeze → Concat → Reshape` chains PyTorch writes for
 //! `flatten` resolve to known shapes.
 //!
 //! Channels: `Flatten` (and a `Reshape` that flattens the same way) turns
 //! each channel into a block of H×W features; `Squeeze`/`Unsqueeze` of
 //! trailing axes keep them; `Concat` and `Split` on the channel axis arrange
-//! them; everything else here blocks.
+//! them; a `Slice` that leaves the channel axis whole keeps them; everything
+//! else here blocks.
 
 use super::{InferCx, Inferred, Rules, norm_axis};
 use crate::error::GraphError;
@@ -318,22 +319,72 @@ fn concat(shapes: &[Shape], axis: i64) -> Option<Shape> {
 }
 
 /// `Split` along `axis`: sizes from the `split` attribute (opset < 13),
-/// input 1, or equal parts.
+/// input 1, or parts as equal as `num_outputs` (opset 18) or the number of
+/// outputs allow (the last one smaller, as ONNX says).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
     pub axis: i64,
     pub split: Option<Vec<i64>>,
+    /// The opset-18 attribute; the number of outputs when absent.
+    pub num_outputs: Option<i64>,
 }
 
 impl Split {
     pub const OP_TYPES: &[&str] = &["Split"];
 
     pub(crate) fn parse(op: &Op) -> Result<Split, GraphError> {
-        Ok(Split { axis: op.attr_int("axis").unwrap_or(0), split: op.attr_ints("split").map(<[i64]>::to_vec) })
+        let num_outputs = op.attr_int("num_outputs");
+        if num_outputs.is_some_and(|n| n < 1) {
+            return Err(super::bad(op, format!("num_outputs {} is not positive", num_outputs.unwrap_or(0))));
+        }
+        Ok(Split {
+            axis: op.attr_int("axis").unwrap_or(0),
+            split: op.attr_ints("split").map(<[i64]>::to_vec),
+            num_outputs,
+        })
+    }
+
+    /// The size of each part of an axis of `len`: the `split` attribute,
+    /// else `input` (input 1's value), else equal parts of
+    /// `ceil(len / parts)` for `parts` outputs. `None` when they do not add
+    /// up to `len` or one is negative.
+    pub fn sizes(&self, len: u64, input: Option<Vec<i64>>, outputs: usize) -> Option<Vec<u64>> {
+        let given = self.split.clone().or(input);
+        let sizes: Vec<u64> = match given {
+            Some(v) => v.iter().map(|&n| u64::try_from(n).ok()).collect::<Option<_>>()?,
+            None => {
+                let parts = self.num_outputs.map_or(outputs as u64, |n| n as u64);
+                if parts == 0 {
+                    return None;
+                }
+                let each = len.div_ceil(parts);
+                (0..parts).map(|k| each.min(len.saturating_sub(k * each))).collect()
+            }
+        };
+        (sizes.iter().sum::<u64>() == len).then_some(sizes)
+    }
+
+    fn part_shape(&self, slot: usize, cx: &InferCx, outputs: usize) -> Option<Shape> {
+        let x = cx.shape(0)?;
+        let a = norm_axis(self.axis, x.len())?;
+        let mut out = x.clone();
+        out[a] = match x[a].known() {
+            Some(len) => Dim::Known(*self.sizes(len, cx.konst(1), outputs)?.get(slot)?),
+            None => Dim::Unknown,
+        };
+        Some(out)
     }
 }
 
 impl Rules for Split {
+    fn infer(&self, cx: &InferCx) -> Inferred {
+        Inferred::shape(self.part_shape(0, cx, cx.n_outputs))
+    }
+
+    fn infer_extra(&self, slot: usize, cx: &InferCx) -> Option<Shape> {
+        self.part_shape(slot, cx, cx.n_outputs)
+    }
+
     fn channels(&self, w: &mut Walk, id: NodeId, op: &Op) {
         let x = w.g.input(id, 0);
         let Some((x, l)) = x.and_then(|x| w.lay.get(&x).cloned().map(|l| (x, l))) else {
@@ -349,13 +400,8 @@ impl Rules for Split {
         if l.inner != 1 {
             return w.unknown(id, "split of feature blocks");
         }
-        let sizes: Option<Vec<i64>> = self.split.clone().or_else(|| w.const_ints(w.g.input(id, 1))).or_else(|| {
-            let n = op.outputs.len();
-            let c = l.classes.len();
-            (n > 0 && c % n == 0).then(|| vec![(c / n) as i64; n])
-        });
-        let Some(sizes) = sizes.filter(|s| s.iter().all(|&n| n >= 0) && s.iter().sum::<i64>() == l.classes.len() as i64)
-        else {
+        let sizes = self.sizes(l.classes.len() as u64, w.const_ints(w.g.input(id, 1)), op.outputs.len());
+        let Some(sizes) = sizes.filter(|s| s.len() == op.outputs.len()) else {
             return w.unknown(id, &format!("split `{}` with sizes that cannot be read", op.label()));
         };
         let mut off = 0usize;
@@ -366,6 +412,166 @@ impl Rules for Split {
         }
         w.rewrites.push(Rewrite::SplitSizes { op: id, axis });
         w.member(id, Role::Split, x);
+    }
+}
+
+/// `Slice`: starts, ends, axes and steps from inputs 1 to 4 (opset 10 on),
+/// or the attributes `starts`, `ends`, `axes` (before).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    /// The attributes of opset < 10; `None` from opset 10 on.
+    pub attrs: Option<SliceAttrs>,
+}
+
+/// The attribute form of `Slice` (opset < 10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceAttrs {
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub axes: Option<Vec<i64>>,
+}
+
+/// One axis of a resolved `Slice`: the first index read, how many are read,
+/// and the step between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceAxis {
+    pub start: u64,
+    pub len: u64,
+    pub step: i64,
+}
+
+impl Slice {
+    pub const OP_TYPES: &[&str] = &["Slice"];
+
+    pub(crate) fn parse(op: &Op) -> Result<Slice, GraphError> {
+        let attrs = match (op.attr_ints("starts"), op.attr_ints("ends")) {
+            (Some(s), Some(e)) => Some(SliceAttrs {
+                starts: s.to_vec(),
+                ends: e.to_vec(),
+                axes: op.attr_ints("axes").map(<[i64]>::to_vec),
+            }),
+            (None, None) => None,
+            _ => return Err(super::bad(op, "has only one of the `starts` and `ends` attributes")),
+        };
+        Ok(Slice { attrs })
+    }
+
+    /// Every axis of an input of `dims` resolved by ONNX's rules (negative
+    /// indices count from the end, then clamp; a negative step walks back),
+    /// from the attributes or the values of inputs 1..=4. An error says what
+    /// does not fit.
+    pub fn resolve(
+        &self,
+        dims: &[u64],
+        starts: Option<&[i64]>,
+        ends: Option<&[i64]>,
+        axes: Option<&[i64]>,
+        steps: Option<&[i64]>,
+    ) -> Result<Vec<SliceAxis>, String> {
+        let (starts, ends, axes) = match &self.attrs {
+            Some(a) => (a.starts.as_slice(), a.ends.as_slice(), a.axes.as_deref()),
+            None => (starts.ok_or("starts are missing")?, ends.ok_or("ends are missing")?, axes),
+        };
+        let rank = dims.len();
+        let all: Vec<i64> = (0..rank as i64).collect();
+        let axes = axes.unwrap_or(&all[..starts.len().min(rank)]);
+        if starts.len() != ends.len() || axes.len() != starts.len() || steps.is_some_and(|s| s.len() != starts.len()) {
+            return Err(format!(
+                "{} starts, {} ends, {} axes and {} steps do not pair up",
+                starts.len(),
+                ends.len(),
+                axes.len(),
+                steps.map_or(starts.len(), <[i64]>::len)
+            ));
+        }
+        let mut out: Vec<SliceAxis> = dims.iter().map(|&d| SliceAxis { start: 0, len: d, step: 1 }).collect();
+        let mut seen = vec![false; rank];
+        for (k, &axis) in axes.iter().enumerate() {
+            let a = norm_axis(axis, rank).ok_or_else(|| format!("axis {axis} is out of range for rank {rank}"))?;
+            if std::mem::replace(&mut seen[a], true) {
+                return Err(format!("axis {axis} is sliced twice"));
+            }
+            let step = steps.map_or(1, |s| s[k]);
+            if step == 0 {
+                return Err("a step is 0".into());
+            }
+            let d = i128::from(dims[a]);
+            let norm = |v: i64| if v < 0 { i128::from(v) + d } else { i128::from(v) };
+            let (s, e) = (norm(starts[k]), norm(ends[k]));
+            // ceil(span / step) of a non-negative span and a positive step
+            let parts = |span: i128, step: i128| (span.max(0) + step - 1) / step;
+            let (start, len) = if step > 0 {
+                let (s, e) = (s.clamp(0, d), e.clamp(0, d));
+                (s, parts(e - s, i128::from(step)))
+            } else {
+                let (s, e) = (s.clamp(0, d - 1), e.clamp(-1, d - 1));
+                (s, parts(s - e, -i128::from(step)))
+            };
+            out[a] = SliceAxis { start: start.max(0) as u64, len: len as u64, step };
+        }
+        Ok(out)
+    }
+
+    /// The resolved axes from what shape inference knows.
+    fn resolve_cx(&self, cx: &InferCx) -> Option<(Shape, Vec<SliceAxis>)> {
+        let x = cx.shape(0)?;
+        let dims: Vec<u64> = x.iter().map(|d| d.known().unwrap_or(u64::MAX >> 2)).collect();
+        let k = |i: usize| if i < cx.n_inputs { cx.konst(i) } else { None };
+        let (s, e, a, st) = (k(1), k(2), k(3), k(4));
+        if self.attrs.is_none()
+            && (s.is_none()
+                || e.is_none()
+                || (3 < cx.n_inputs && cx.shape(3).is_some() && a.is_none())
+                || (4 < cx.n_inputs && cx.shape(4).is_some() && st.is_none()))
+        {
+            return None;
+        }
+        let r = self.resolve(&dims, s.as_deref(), e.as_deref(), a.as_deref(), st.as_deref()).ok()?;
+        Some((x, r))
+    }
+}
+
+impl Rules for Slice {
+    fn infer(&self, cx: &InferCx) -> Inferred {
+        let Some((x, axes)) = self.resolve_cx(cx) else { return Inferred::default() };
+        let shape: Shape = x
+            .iter()
+            .zip(&axes)
+            .map(|(d, a)| match d {
+                Dim::Known(_) => Dim::Known(a.len),
+                // an axis of unknown length stays unknown unless it is not sliced
+                _ if a.start == 0 && a.step == 1 && a.len == u64::MAX >> 2 => d.clone(),
+                _ => Dim::Unknown,
+            })
+            .collect();
+        let konst = match (cx.konst(0), axes.as_slice()) {
+            (Some(v), [a]) => {
+                (0..a.len).map(|i| v.get(usize::try_from(a.start as i64 + i as i64 * a.step).ok()?).copied()).collect()
+            }
+            _ => None,
+        };
+        Inferred { shape: Some(shape), konst }
+    }
+
+    fn channels(&self, w: &mut Walk, id: NodeId, op: &Op) {
+        let x = w.g.input(id, 0);
+        let Some((x, l)) = x.and_then(|x| w.lay.get(&x).cloned().map(|l| (x, l))) else {
+            return w.unknown(id, "");
+        };
+        let dims: Option<Vec<u64>> = w.shapes.get(x).and_then(|s| s.iter().map(Dim::known).collect());
+        let ints = |i: usize| w.const_ints(w.g.input(id, i));
+        let axes = dims.and_then(|d| {
+            self.resolve(&d, ints(1).as_deref(), ints(2).as_deref(), ints(3).as_deref(), ints(4).as_deref())
+                .ok()
+                .map(|r| (d, r))
+        });
+        let keeps =
+            axes.is_some_and(|(d, r)| r.get(l.axis).is_some_and(|a| a.start == 0 && a.step == 1 && a.len == d[l.axis]));
+        if !keeps || l.inner != 1 {
+            return w
+                .unknown(id, &format!("slice `{}` cuts the channel axis or its bounds are not constant", op.label()));
+        }
+        w.lay.insert(ValueRef(id, 0), l);
     }
 }
 
