@@ -590,3 +590,129 @@ fn stage_on_convnet_mix() {
         assert!((x - y).abs() <= 1e-4, "tract {x} vs trainer {y}");
     }
 }
+
+fn run_structured(m: &Model, text: &str) -> (Model, shrink_stage::StageReport) {
+    let stage = shrink_prune::structured::StructuredPrune::from_table(&text.parse().unwrap()).unwrap();
+    let mut pruned = m.clone();
+    let mut progress = shrink_stage::NoProgress;
+    let mut cx = shrink_stage::StageCx {
+        pipeline: "t".into(),
+        index: 0,
+        train: None,
+        test: None,
+        original: m,
+        seed: 1,
+        progress: &mut progress,
+        scratch: std::env::temp_dir(),
+        output_dir: std::env::temp_dir(),
+        encoded: Default::default(),
+    };
+    use shrink_stage::Stage;
+    let report = stage.run(&mut pruned, &mut cx).unwrap();
+    pruned.graph.verify().unwrap();
+    (pruned, report)
+}
+
+/// The TorchScript exporter hands identical initializers (the zero biases of
+/// BatchNorm-folded convs of a fresh torchvision model) to their other
+/// readers through `Identity` nodes. Structured pruning copies them per
+/// layer first, prunes, and the pruned model computes what the original does
+/// on the kept channels; before, the analysis found no group and the stage
+/// removed nothing without saying so.
+#[test]
+fn identity_shared_biases_are_copied_per_layer_and_pruned() {
+    let (mut b, x) = B::new(2, 4);
+    let zero = ValueRef(b.g.add_weight(Tensor::from_f32("shared_bias", &[4], &[0.0; 4])), 0);
+    let mut biased_conv = |b: &mut B, x: ValueRef, name: &str, cin: usize| {
+        let w = b.w(&format!("{name}.w"), &[4, cin as i64, 3, 3], 0.5);
+        let bias = b.op("Identity", &[zero], vec![]);
+        let mut op = Op::new("Conv", name, 3, vec![format!("{name}_out")]);
+        op.attributes = vec![attr_ints("pads", &[1, 1, 1, 1])];
+        ValueRef(b.g.add_op(op, &[Some(x), Some(w), Some(bias)]), 0)
+    };
+    let a = biased_conv(&mut b, x, "c1", 2);
+    let a = b.relu(a);
+    let a = biased_conv(&mut b, a, "c2", 4);
+    let a = b.relu(a);
+    let y = b.head(a, 4, 3);
+    b.output(y);
+    let m = b.model();
+    let (pruned, report) = run_structured(&m, "method = \"structured\"\nratio = 0.5\nrecalibrate_bn = 0");
+    assert_eq!(report.figures["weights_unshared"], 2.0);
+    assert_eq!(report.figures["groups_pruned"], 2.0, "{:?}", report.layers);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(pruned.graph.ops().iter().all(|&id| pruned.graph.op(id).unwrap().op_type != "Identity"));
+    assert_eq!(weight_dims(&pruned, "c1.w"), [2, 2, 3, 3]);
+    let input = Rng::new(9).vec(2 * 2 * 16, 1.0);
+    assert_eq!(run(&pruned, &input, &[2, 2, 4, 4])[0].len(), 6, "the pruned model runs in tract");
+}
+
+/// A model with nothing to prune (one conv straight to the output): the
+/// stage says so, with the reason, in a warning.
+#[test]
+fn pruning_nothing_is_a_warning_with_the_reason() {
+    let (mut b, x) = B::new(2, 4);
+    let a = b.conv(x, "c1", 2, 4, 3, 1);
+    b.output(a);
+    let m = b.model();
+    let (_, report) = run_structured(&m, "method = \"structured\"\nratio = 0.5\nrecalibrate_bn = 0");
+    assert_eq!(report.figures["groups_pruned"], 0.0);
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    let w = &report.warnings[0];
+    assert!(w.starts_with("structured pruning removed nothing: "), "{w}");
+    assert!(w.contains("c1") && w.contains("graph output"), "{w}");
+    assert!(report.layers.iter().any(|l| l.layer.starts_with("group ") && l.note.starts_with("left whole: ")));
+}
+
+/// int8 on the same kind of export: the `Identity`-shared biases are copied
+/// per layer and every conv is quantised (before, each was kept float with
+/// "its bias is not one f32 constant"); when layers kept float hold most of
+/// the weights, the report says so in a warning naming them.
+#[test]
+fn int8_quantises_layers_whose_biases_were_shared_and_warns_when_most_stay_float() {
+    let (mut b, x) = B::new(2, 4);
+    let zero = ValueRef(b.g.add_weight(Tensor::from_f32("shared_bias", &[4], &[0.0; 4])), 0);
+    let mut y = x;
+    for (k, cin) in [2usize, 4, 4].into_iter().enumerate() {
+        let w = b.w(&format!("c{k}.w"), &[4, cin as i64, 3, 3], 0.5);
+        let bias = b.op("Identity", &[zero], vec![]);
+        let mut op = Op::new("Conv", &format!("c{k}"), 3, vec![format!("c{k}_out")]);
+        op.attributes = vec![attr_ints("pads", &[1, 1, 1, 1])];
+        y = ValueRef(b.g.add_op(op, &[Some(y), Some(w), Some(bias)]), 0);
+        y = b.relu(y);
+    }
+    let y = b.head(y, 4, 3);
+    b.output(y);
+    let m = b.model();
+    let run_int8 = |keep: &str| {
+        let table: toml::Table = format!("method = \"int8\"\n{keep}").parse().unwrap();
+        let stage = shrink_quantize::build(&table).unwrap();
+        let mut q = m.clone();
+        let mut progress = shrink_stage::NoProgress;
+        let mut cx = shrink_stage::StageCx {
+            pipeline: "t".into(),
+            index: 0,
+            train: None,
+            test: None,
+            original: &m,
+            seed: 1,
+            progress: &mut progress,
+            scratch: std::env::temp_dir(),
+            output_dir: std::env::temp_dir(),
+            encoded: Default::default(),
+        };
+        let r = stage.run(&mut q, &mut cx).unwrap();
+        q.graph.verify().unwrap();
+        r
+    };
+    let r = run_int8("keep_float = []");
+    assert_eq!((r.figures["layers_quantised"], r.figures["weights_unshared"]), (4.0, 3.0), "{:?}", r.layers);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let r = run_int8("keep_float = [\"c1\", \"c2\"]");
+    assert_eq!(r.warnings.len(), 1);
+    assert!(
+        r.warnings[0].contains("stay float") && r.warnings[0].contains("c1 (144 weights): keep_float `c1`"),
+        "{}",
+        r.warnings[0]
+    );
+}

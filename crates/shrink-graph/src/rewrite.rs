@@ -209,3 +209,46 @@ fn apply(g: &mut Graph, p: Plan) -> Result<(), GraphError> {
     g.value_info.retain(|vi| vi.name != gone);
     Ok(())
 }
+
+/// Gives every reader of an `Identity` of a weight its own copy of that
+/// weight, and removes the `Identity` (and the weight, once nothing reads it).
+///
+/// PyTorch's TorchScript exporter stores identical initializers once and
+/// hands them to their other readers through `Identity` nodes: the zero
+/// biases of BatchNorm-folded convolutions of a freshly initialised
+/// torchvision model, for instance. Per-layer edits (removing a conv's
+/// output channels, quantising its bias) must not change another layer's
+/// tensor, and the analyses read a layer's parameters as weights, not as an
+/// `Identity` output. The outputs are bit-exact; the file grows by the
+/// copies. An `Identity` that is a graph output is left alone. Returns the
+/// number of copies made.
+pub fn unshare_identity_weights(g: &mut Graph) -> Result<usize, GraphError> {
+    let mut copies = 0;
+    for id in g.ops() {
+        let Some(op) = g.op(id) else { continue };
+        if !matches!(crate::op::kind(op), Some(OpKind::Passthrough(crate::op::Passthrough::Identity))) {
+            continue;
+        }
+        let Some(src) = g.input(id, 0) else { continue };
+        let Some(tensor) = g.weight(src).cloned() else { continue };
+        let out = ValueRef(id, 0);
+        let readers = g.consumers(out);
+        if readers.iter().any(|&(n, s)| !matches!(s, Slot::Input(_)) || g.op(n).is_none()) {
+            continue; // a graph output or a subgraph reads it by name
+        }
+        let base = g.value_name(out).to_string();
+        g.remove_node(id); // first, so that the first copy keeps the name the readers knew
+        for (n, s) in readers {
+            let Slot::Input(i) = s else { continue };
+            let mut t = tensor.clone();
+            t.proto.name = fresh_name(g, &base);
+            let w = g.add_weight(t);
+            g.set_input(n, i, Some(ValueRef(w, 0)));
+            copies += 1;
+        }
+        if g.consumers(src).is_empty() && !g.inputs().contains(&src.0) {
+            g.remove_node(src.0);
+        }
+    }
+    Ok(copies)
+}

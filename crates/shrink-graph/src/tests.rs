@@ -291,3 +291,34 @@ fn split_shapes() {
     assert_eq!(show(1).unwrap()[1], "4");
     assert_eq!(show(2).unwrap()[1], "2");
 }
+
+/// An `Identity` of a weight read by two convs becomes one copy per conv;
+/// the `Identity` and the now unread weight are gone, the graph stays valid.
+#[test]
+fn identity_weights_are_copied_per_reader() {
+    let mut g = Graph::new("g");
+    let x = ValueRef(g.add_input(tensor_info("x", DataType::Float, &d(&[1, 2, 4, 4]))), 0);
+    let shared = ValueRef(g.add_weight(Tensor::from_f32("b", &[2], &[0.0, 0.0])), 0);
+    let mut id_op = Op::new("Identity", "id", 1, vec!["b_id".into()]);
+    id_op.attributes = vec![];
+    let ident = ValueRef(g.add_op(id_op, &[Some(shared)]), 0);
+    let mut y = x;
+    for k in 0..2 {
+        let wt = ValueRef(g.add_weight(Tensor::from_f32(&format!("w{k}"), &[2, 2, 1, 1], &[1.0; 4])), 0);
+        y = ValueRef(
+            g.add_op(Op::new("Conv", &format!("c{k}"), 3, vec![format!("y{k}")]), &[Some(y), Some(wt), Some(ident)]),
+            0,
+        );
+    }
+    g.add_output(y, Default::default());
+    let copies = crate::rewrite::unshare_identity_weights(&mut g).unwrap();
+    assert_eq!(copies, 2);
+    g.verify().unwrap();
+    assert!(g.find_op("id").is_none() && g.find_value("b").is_none());
+    let c0 = g.find_op("c0").unwrap();
+    let c1 = g.find_op("c1").unwrap();
+    let (b0, b1) = (g.input(c0, 2).unwrap(), g.input(c1, 2).unwrap());
+    assert_ne!(b0, b1);
+    assert_eq!(g.weight(b0).unwrap().to_f32().unwrap(), [0.0, 0.0]);
+    assert_eq!((g.value_name(b0), g.value_name(b1)), ("b_id", "b_id_1"));
+}

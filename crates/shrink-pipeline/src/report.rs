@@ -147,6 +147,9 @@ impl Report {
         for r in self.rows.iter().filter(|r| r.stage.is_some()) {
             let s = r.stage.as_ref().expect("filtered");
             let _ = writeln!(out, "- step {} `{}`: {}", r.step, r.kind, s.summary);
+            for w in &s.warnings {
+                let _ = writeln!(out, "  - **warning**: {w}");
+            }
             for l in &s.layers {
                 let _ = writeln!(out, "  - {}: {}", l.layer, l.note);
             }

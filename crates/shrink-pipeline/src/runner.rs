@@ -471,6 +471,9 @@ pub fn run(
             source: Box::new(source),
         })?;
         let seconds = started.elapsed().as_secs_f64();
+        for w in &stage_report.warnings {
+            warn!(step, kind = %kind, "{w}");
+        }
         let _ = std::fs::remove_dir_all(&scratch);
         model.graph.verify().map_err(|source| PipelineError::StageBug {
             index: step,

@@ -23,6 +23,11 @@ pub struct StageReport {
     pub figures: BTreeMap<String, f64>,
     /// Files the stage wrote into the output folder, relative to it.
     pub files: Vec<String>,
+    /// What the stage did not do, or did much less of than asked, each with
+    /// its reason (a group left whole, a layer skipped, nothing changed). The
+    /// runner prints each on the terminal and the report lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl StageReport {
@@ -32,6 +37,12 @@ impl StageReport {
 
     pub fn figure(mut self, name: &str, value: f64) -> StageReport {
         self.figures.insert(name.into(), value);
+        self
+    }
+
+    /// Adds a warning (see [`StageReport::warnings`]).
+    pub fn warn(mut self, warning: impl Into<String>) -> StageReport {
+        self.warnings.push(warning.into());
         self
     }
 }

@@ -22,6 +22,8 @@ use tract_onnx::prelude::{
 };
 use tract_onnx::tract_hir::infer::{DimFact, GenericFactoid, ShapeFactoid};
 
+use tracing::warn;
+
 use crate::error::VerifyError;
 use crate::run::{count_plan, guarded, onnx};
 
@@ -38,6 +40,12 @@ pub struct Judge {
     sample: Vec<usize>,
     /// One tract plan, with its run state (buffers kept between runs), per batch size.
     states: HashMap<usize, TypedSimpleState>,
+    /// The batch the model declares as a number (an export with static
+    /// shapes), if it does.
+    fixed_batch: Option<usize>,
+    /// Set once a batch other than `fixed_batch` failed to plan: batches then
+    /// run `fixed_batch` samples at a time.
+    pub(crate) chunked: bool,
 }
 
 /// The model, parsed by tract at most once.
@@ -133,6 +141,10 @@ impl Judge {
             Some(Dim::Sym(s)) => Some(s.clone()),
             _ => None,
         };
+        let fixed_batch = match declared.first() {
+            Some(Dim::Known(n)) if *n >= 1 => Some(*n as usize),
+            _ => None,
+        };
         let dims = spec.dims.iter().map(|(k, &v)| (k.clone(), v as i64)).collect();
         Ok(Judge {
             name: name.into(),
@@ -141,6 +153,8 @@ impl Judge {
             batch_symbol,
             sample,
             states: HashMap::new(),
+            fixed_batch,
+            chunked: false,
         })
     }
 
@@ -197,6 +211,12 @@ impl Judge {
 
     /// Builds the tract plan for `batch` now (so that timing excludes it).
     pub fn prepare(&mut self, batch: usize) -> Result<(), VerifyError> {
+        if let Some(n) = self.fixed_batch.filter(|&n| n != batch && batch.is_multiple_of(n))
+            && (self.chunked || self.state(batch).is_err())
+        {
+            self.chunked = true;
+            return self.state(n).map(|_| ());
+        }
         self.state(batch).map(|_| ())
     }
 
@@ -227,7 +247,42 @@ impl Judge {
     }
 
     /// Runs one input tensor through the plan for `batch`; returns output 0.
+    ///
+    /// A model exported with a fixed batch (say 1) often runs at other
+    /// batches once its input fact is reset; when it does not (a `Reshape`
+    /// to `[1, 512]`, value_info pinning the batch on every intermediate),
+    /// the batch runs in pieces of the declared size, concatenated, and a
+    /// warning says so once.
     pub(crate) fn run_tensor(&mut self, input: Tensor, batch: usize) -> Result<Tensor, VerifyError> {
+        if let Some(n) = self.fixed_batch.filter(|&n| n != batch && batch.is_multiple_of(n)) {
+            if !self.chunked
+                && let Err(e) = self.state(batch)
+            {
+                warn!(
+                    model = %self.name,
+                    "the model declares a fixed batch of {n} and does not run at batch {batch} ({e}); \
+                     it runs {n} sample(s) at a time"
+                );
+                self.chunked = true;
+            }
+            if self.chunked {
+                let bad = |e: tract_onnx::prelude::TractError| VerifyError::Tract {
+                    stage: "splitting the batch",
+                    message: format!("{e:#}"),
+                };
+                let mut parts = Vec::with_capacity(batch / n);
+                for k in 0..batch / n {
+                    let piece = input.slice(0, k * n, (k + 1) * n).map_err(bad)?;
+                    parts.push(self.run_plan(piece, n)?);
+                }
+                return Tensor::stack_tensors(0, &parts).map_err(bad);
+            }
+        }
+        self.run_plan(input, batch)
+    }
+
+    /// One run of the plan for `batch`.
+    fn run_plan(&mut self, input: Tensor, batch: usize) -> Result<Tensor, VerifyError> {
         let name = self.name.clone();
         let state = self.state(batch)?;
         let outputs = guarded("running", || state.run(tvec![TValue::from(input)]))

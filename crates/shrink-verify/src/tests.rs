@@ -242,3 +242,38 @@ fn a_reference_gives_the_figures_of_evaluating_both() {
     let (acc, agree) = reference.compare(&mut judge("b", b), &mut |_, _| {}).unwrap();
     assert_eq!((acc, Some(agree)), (None, both[1].clone()));
 }
+
+/// A model exported with static shapes: input `[1, 3]`, a `Reshape` to the
+/// constant `[1, 3]`, then relu(x + b). It cannot run at batch 4 (the
+/// Reshape pins the batch); the judge then runs it one sample at a time and
+/// gives the same logits as four batch-1 runs. A model with a fixed batch
+/// that does re-batch (`add_relu_model`, input `[2, 3]`, no Reshape) keeps
+/// running whole batches.
+#[test]
+fn a_model_with_a_pinned_batch_runs_in_pieces_of_that_batch() {
+    let mut proto = ModelProto::decode(add_relu_model().as_slice()).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    g.initializer.push(TensorProto {
+        name: "shape".into(),
+        dims: vec![2],
+        data_type: DataType::Int64 as i32,
+        int64_data: vec![1, 3],
+        ..Default::default()
+    });
+    g.node.insert(0, node("Reshape", &["x", "shape"], "r"));
+    g.node[1].input[0] = "r".into();
+    g.input = vec![value_info("x", &[1, 3])];
+    g.output = vec![value_info("y", &[1, 3])];
+    let bytes = proto.encode_to_vec();
+    let b = [-1.0f32, 0.0, 1.0];
+    let mut judge = Judge::from_bytes("pinned", &bytes, &InputSpec::default()).unwrap();
+    let x = inputs(4 * 3, 7);
+    let logits = judge.logits(&x, 4).unwrap();
+    assert_eq!((logits.batch, logits.classes), (4, 3));
+    let want: Vec<f32> = x.iter().enumerate().map(|(i, v)| (v + b[i % 3]).max(0.0)).collect();
+    assert_eq!(logits.data, want);
+    assert!(judge.chunked, "batch 4 was planned, the Reshape should have pinned it");
+    let mut whole = Judge::from_bytes("whole", &add_relu_model(), &InputSpec::default()).unwrap();
+    assert_eq!(whole.logits(&inputs(4 * 3, 7), 4).unwrap().data, want);
+    assert!(!whole.chunked);
+}

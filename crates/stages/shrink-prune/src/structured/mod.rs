@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use shrink_graph::groups::{ChannelGroup, ChannelGroups, channel_groups};
 use shrink_graph::op::{self, OpKind};
-use shrink_graph::{Graph, Model, NodeId, ValueRef, summarize};
+use shrink_graph::{Graph, Model, NodeId, ValueRef, rewrite, summarize};
 use shrink_stage::{LayerNote, Stage, StageCx, StageError, StageReport, glob_match};
 use shrink_train::{Executor, FineTuneConfig};
 use tracing::{debug, info, instrument};
@@ -186,6 +186,7 @@ impl Stage for StructuredPrune {
         } else {
             cx.train
         };
+        let unshared = rewrite::unshare_identity_weights(&mut model.graph).map_err(|e| StageError::graph(STAGE, e))?;
         let before = summarize(model);
         let a0 = channel_groups(&model.graph);
         let mut orig: HashMap<Vec<String>, usize> = HashMap::new();
@@ -208,6 +209,8 @@ impl Stage for StructuredPrune {
             .collect();
         let opset = model.opset("").unwrap_or(13);
         let mut pruned_groups: HashSet<Vec<String>> = HashSet::new();
+        // groups left whole, with the reason (from the last step that looked at them)
+        let mut left_whole: BTreeMap<String, String> = BTreeMap::new();
         let mut finetune_figures: BTreeMap<String, f64> = BTreeMap::new();
         for step in 1..=p.steps {
             cx.progress.start(&format!("structured prune step {step}/{}: scoring", p.steps), 0);
@@ -229,12 +232,14 @@ impl Stage for StructuredPrune {
                 let label = g.label(&model.graph);
                 if let Some(r) = &g.blocked {
                     debug!(group = %label, reason = %r, "group skipped");
+                    left_whole.insert(label, r.clone());
                     continue;
                 }
                 let ratio = match self.group_ratio(&model.graph, g) {
                     Ok(r) => r,
                     Err(why) => {
                         debug!(group = %label, reason = %why, "group skipped");
+                        left_whole.insert(label, why.to_string());
                         continue;
                     }
                 };
@@ -244,6 +249,9 @@ impl Stage for StructuredPrune {
                 let cur = g.channels();
                 if target >= cur {
                     debug!(group = %label, channels = cur, "nothing to remove at this step");
+                    if !pruned_groups.contains(&key) {
+                        left_whole.insert(label, format!("keeping {target} of its {o} channels removes none"));
+                    }
                     continue;
                 }
                 let mut ranked: Vec<(usize, f64)> = Vec::with_capacity(cur);
@@ -257,6 +265,7 @@ impl Stage for StructuredPrune {
                 }
                 if ranked.is_empty() {
                     debug!(group = %label, criterion = %p.criterion, "group skipped: the criterion measures none of its channels");
+                    left_whole.insert(label, format!("criterion `{}` measures none of its channels", p.criterion));
                     continue;
                 }
                 // lowest scores go; ties keep the earlier channel
@@ -265,6 +274,7 @@ impl Stage for StructuredPrune {
                     drop.insert(c);
                 }
                 debug!(group = %label, from = cur, to = target, ratio, "pruning group");
+                left_whole.remove(&label);
                 pruned_groups.insert(key);
             }
             if drop.is_empty() {
@@ -299,7 +309,35 @@ impl Stage for StructuredPrune {
         }
         let after = summarize(model);
         let a1 = channel_groups(&model.graph);
-        Ok(report(model, &before, &after, &producers_before, &a1, &a0, pruned_groups.len(), finetune_figures))
+        let mut r = report(model, &before, &after, &producers_before, &a1, &a0, pruned_groups.len(), finetune_figures);
+        r = r.figure("weights_unshared", unshared as f64);
+        if unshared > 0 {
+            r.layers.push(LayerNote {
+                layer: "(graph)".into(),
+                note: format!("{unshared} weights shared through Identity nodes copied per layer first"),
+                figures: BTreeMap::new(),
+            });
+        }
+        for (label, why) in &left_whole {
+            r.layers.push(LayerNote {
+                layer: format!("group {label}"),
+                note: format!("left whole: {why}"),
+                figures: BTreeMap::new(),
+            });
+        }
+        if pruned_groups.is_empty() {
+            let mut reasons: Vec<String> = left_whole.iter().take(6).map(|(l, w)| format!("{l}: {w}")).collect();
+            if left_whole.len() > 6 {
+                reasons.push(format!("and {} more (see the report)", left_whole.len() - 6));
+            }
+            let why = if left_whole.is_empty() {
+                "the channel analysis found no group of channels to remove".to_string()
+            } else {
+                format!("every one of the {} channel groups was left whole: {}", left_whole.len(), reasons.join("; "))
+            };
+            r = r.warn(format!("structured pruning removed nothing: {why}"));
+        }
+        Ok(r)
     }
 }
 

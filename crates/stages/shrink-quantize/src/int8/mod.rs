@@ -151,12 +151,14 @@ pub fn quantize_int8(p: &Int8Params, model: &mut Model, cx: &mut StageCx<'_>) ->
     if opset < 13 {
         return Err(failed(format!("per-channel DequantizeLinear needs opset 13, the model imports {opset}")));
     }
+    let unshared =
+        shrink_graph::rewrite::unshare_identity_weights(&mut model.graph).map_err(|e| StageError::graph(KIND, e))?;
     let folded = if p.fold_batchnorm {
         fold::fold_conv_bn(&mut model.graph).map_err(|e| StageError::graph(KIND, e))?
     } else {
         vec![]
     };
-    let (mut layers, mut notes) = pick(&model.graph, p)?;
+    let (mut layers, mut notes, float_weights) = pick(&model.graph, p)?;
     if layers.is_empty() {
         return Err(failed("no layer is left to quantise (see keep_float)"));
     }
@@ -220,6 +222,24 @@ pub fn quantize_int8(p: &Int8Params, model: &mut Model, cx: &mut StageCx<'_>) ->
         .figure("layers_float", kept as f64)
         .figure("batchnorms_folded", folded.len() as f64)
         .figure("calibration_samples", n_samples as f64);
+    report = report.figure("weights_unshared", unshared as f64);
+    // Layers kept float that hold much of the weights: the file stays big, say why.
+    let total: usize = float_weights.iter().map(|k| k.1).sum::<usize>()
+        + layers.iter().map(|l| l.dims.iter().product::<usize>()).sum::<usize>();
+    let float: usize = float_weights.iter().map(|k| k.1).sum();
+    report = report.figure("float_weight_fraction", float as f64 / total.max(1) as f64);
+    if total > 0 && float * 5 > total {
+        let mut big = float_weights.clone();
+        big.sort_by_key(|k| std::cmp::Reverse(k.1));
+        let list: Vec<String> = big.iter().take(5).map(|(n, c, why)| format!("{n} ({c} weights): {why}")).collect();
+        report = report.warn(format!(
+            "{:.0} % of the layer weights stay float ({} of {} layers), so the file shrinks far less than int8 allows; largest: {}",
+            100.0 * float as f64 / total as f64,
+            float_weights.len(),
+            float_weights.len() + layers.len(),
+            list.join("; ")
+        ));
+    }
     report.layers = notes;
     Ok(report)
 }
@@ -275,14 +295,21 @@ fn layer_note(l: &Layer, f: &LayerFigures, form: Form) -> LayerNote {
 }
 
 /// The layers to quantise, and notes for those kept float.
-fn pick(g: &Graph, p: &Int8Params) -> Result<(Vec<Layer>, Vec<LayerNote>), StageError> {
+/// A layer kept float: its name, weight count and the reason.
+type KeptFloat = (String, usize, String);
+
+/// What [`pick`] chose: the layers to quantise, a note for every layer, and the layers kept float.
+type Picked = (Vec<Layer>, Vec<LayerNote>, Vec<KeptFloat>);
+
+fn pick(g: &Graph, p: &Int8Params) -> Result<Picked, StageError> {
     let sites = dedup_sites(select_weights(KIND, g, &[], &[], &[], "keep_float")?);
     let mut cands = Vec::new();
     let mut notes = Vec::new();
-    let kept = |site: &shrink_stage::WeightSite, why: &str| LayerNote {
-        layer: site.op_name.clone(),
-        note: format!("kept float: {why}"),
-        ..LayerNote::default()
+    let floats = std::cell::RefCell::new(Vec::new());
+    let kept = |site: &shrink_stage::WeightSite, why: &str| {
+        let n = site.dims.iter().map(|&d| d.max(0) as usize).product();
+        floats.borrow_mut().push((site.op_name.clone(), n, why.to_string()));
+        LayerNote { layer: site.op_name.clone(), note: format!("kept float: {why}"), ..LayerNote::default() }
     };
     for s in sites {
         let Some(op) = g.op(s.op) else { continue };
@@ -367,7 +394,7 @@ fn pick(g: &Graph, p: &Int8Params) -> Result<(Vec<Layer>, Vec<LayerNote>), Stage
             yq: None,
         });
     }
-    Ok((layers, notes))
+    Ok((layers, notes, floats.into_inner()))
 }
 
 /// Gives every Conv/Gemm layer without a bias a zero one (bias correction needs a place to put the shift).
