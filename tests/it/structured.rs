@@ -623,7 +623,7 @@ fn run_structured(m: &Model, text: &str) -> (Model, shrink_stage::StageReport) {
 fn identity_shared_biases_are_copied_per_layer_and_pruned() {
     let (mut b, x) = B::new(2, 4);
     let zero = ValueRef(b.g.add_weight(Tensor::from_f32("shared_bias", &[4], &[0.0; 4])), 0);
-    let mut biased_conv = |b: &mut B, x: ValueRef, name: &str, cin: usize| {
+    let biased_conv = |b: &mut B, x: ValueRef, name: &str, cin: usize| {
         let w = b.w(&format!("{name}.w"), &[4, cin as i64, 3, 3], 0.5);
         let bias = b.op("Identity", &[zero], vec![]);
         let mut op = Op::new("Conv", name, 3, vec![format!("{name}_out")]);
