@@ -20,7 +20,7 @@ use crate::info::group;
 /// Where the data comes from and how it is measured; shared by `eval` and `compare`.
 #[derive(Debug, Args)]
 pub(crate) struct EvalArgs {
-    /// Labelled data: a builtin dataset name (`mnist`, `fashion-mnist`); an
+    /// Labelled data: a builtin dataset name (`mnist`, `fashion-mnist`, `cifar10`); an
     /// images file (IDX, IDX.gz or .npy, with --labels; or .npz, see --npz-keys),
     /// read as [N, C, H, W] (see --channels-last); or a folder of images,
     /// FOLDER/<class>/*.png|jpg|jpeg, whose sorted class names give labels 0, 1, ...

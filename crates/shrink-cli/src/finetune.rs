@@ -18,7 +18,7 @@ pub(crate) struct FinetuneArgs {
     /// Where to write the trained model.
     #[arg(short, long, value_name = "OUT.onnx")]
     output: PathBuf,
-    /// A builtin dataset: `mnist` or `fashion-mnist` (train split to train, test split to measure).
+    /// A builtin dataset: `mnist`, `fashion-mnist` or `cifar10` (train split to train, test split to measure).
     #[arg(long, default_value = "mnist")]
     data: String,
     #[arg(long, default_value_t = 1)]

@@ -18,7 +18,7 @@ use shrink_verify::{InputSpec, Judge, Segmented};
 pub(crate) struct InferArgs {
     /// The segmented model's folder (a pipeline's OUTPUT/early-exit/, holding early-exit.toml).
     dir: PathBuf,
-    /// A builtin dataset (mnist, fashion-mnist); its test split is used.
+    /// A builtin dataset (mnist, fashion-mnist, cifar10); its test split is used.
     #[arg(long)]
     data: String,
     /// Only the first N test samples.

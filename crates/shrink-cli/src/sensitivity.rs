@@ -17,7 +17,7 @@ use shrink_verify::{InputSpec, Judge, evaluate};
 pub(crate) struct SensitivityArgs {
     /// The ONNX model (never modified).
     model: PathBuf,
-    /// A builtin dataset (`mnist`, `fashion-mnist`); accuracy is measured on its test split.
+    /// A builtin dataset (`mnist`, `fashion-mnist`, `cifar10`); accuracy is measured on its test split.
     #[arg(long, default_value = "mnist")]
     data: String,
     /// Layer globs (matched against op and weight names; default: every Conv/Gemm/MatMul layer).

@@ -26,8 +26,8 @@
 //!   shuffles and [`train_val_split`] holds out a validation set, both purely
 //!   from a seed, the same on every platform and every version of this crate.
 //! - Builtin datasets by name ([`load_builtin`]): `mnist` (shipped under
-//!   `fixtures/data/mnist/`) and `fashion-mnist` (fetched into the cache by
-//!   `cargo xtask data fashion-mnist`).
+//!   `fixtures/data/mnist/`), `fashion-mnist` and `cifar10` (fetched into the
+//!   cache by `cargo xtask data fashion-mnist` / `cargo xtask data cifar10`).
 //!
 //! **Invariant:** bad files and bad parameters are a [`DataError`] naming the
 //! file or field, never a panic; nothing here allocates more than the input

@@ -555,7 +555,7 @@ fn holdout_deserializes_count_or_fraction() {
 fn error_unknown_builtin() {
     check_err(
         load_builtin_from(&DataDirs::default(), "cifar", Split::Train, &Preprocess::default()),
-        &["unknown dataset `cifar` (builtin: mnist, fashion-mnist)"],
+        &["unknown dataset `cifar` (builtin: mnist, fashion-mnist, cifar10)"],
     );
 }
 
@@ -604,6 +604,91 @@ fn find_data_dir_walks_up() {
     assert_eq!(find_data_dir(&dir.path().join("a/b")), Some(dir.path().join("fixtures/data")));
     let other = Dir::new();
     assert_eq!(find_data_dir(other.path()), None);
+}
+
+/// IDX bytes of a synthetic CIFAR-10 split of `n` images, as `cargo xtask
+/// data cifar10` writes them: image `i`'s pixel (channel c, row y, column x)
+/// is `i + 10 * c + y + 3 * x` (mod 256), its label `(3 + 7 * i) % 10`.
+fn cifar10_split(n: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let mut pixels = Vec::with_capacity(n * 3 * 32 * 32);
+    for i in 0..n {
+        for c in 0..3 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    pixels.push((i + 10 * c + y + 3 * x) as u8);
+                }
+            }
+        }
+    }
+    let labels: Vec<u8> = (0..n).map(|i| ((3 + 7 * i) % 10) as u8).collect();
+    (idx(0x08, &[n as u32, 3, 32, 32], &pixels), idx(0x08, &[n as u32], &labels), pixels)
+}
+
+#[test]
+fn builtin_cifar10_reads_channels_first_idx_from_the_cache() {
+    let dir = Dir::new();
+    let (train_images, train_labels, train_pixels) = cifar10_split(3);
+    let (test_images, test_labels, _) = cifar10_split(2);
+    dir.write("data/cifar10/train-images-idx4-ubyte", &train_images);
+    dir.write("data/cifar10/train-labels-idx1-ubyte", &train_labels);
+    dir.write("data/cifar10/test-images-idx4-ubyte", &test_images);
+    // a gzip file is read as well
+    dir.write("data/cifar10/test-labels-idx1-ubyte.gz", &gzip(&test_labels));
+    let dirs = DataDirs { data_dir: None, cache_dir: Some(dir.path().into()) };
+    let raw = Preprocess { scale: false, ..Preprocess::default() };
+
+    let train = load_builtin_from(&dirs, "cifar10", Split::Train, &raw).unwrap();
+    assert_eq!(train.len(), 3);
+    assert_eq!(train.num_classes(), 10);
+    assert_eq!(train.sample_shape(), &[3, 32, 32]);
+    assert_eq!(train.labels(), &[3, 0, 7]);
+    let b = train.batch(&[2, 0]).unwrap();
+    assert_eq!(b.shape, vec![2, 3, 32, 32]);
+    assert_eq!(b.labels, vec![7, 3]);
+    let want: Vec<f32> = train_pixels[2 * 3072..].iter().chain(&train_pixels[..3072]).map(|&v| f32::from(v)).collect();
+    assert_eq!(b.inputs, want);
+    // sample 2, channel 1 (green), row 4, column 5: 2 + 10 + 4 + 15
+    assert_eq!(b.inputs[1024 + 4 * 32 + 5], 31.0);
+
+    let test = load_builtin_from(&dirs, "cifar10", Split::Test, &Preprocess::default()).unwrap();
+    assert_eq!(test.len(), 2);
+    assert_eq!(test.labels(), &[3, 0]);
+    let flat = Preprocess { layout: Layout::Flat, ..Preprocess::default() };
+    assert_eq!(load_builtin_from(&dirs, "cifar10", Split::Test, &flat).unwrap().sample_shape(), &[3072]);
+
+    // MNIST-shaped images under the cifar10 name are refused
+    dir.write("data/cifar10/test-images-idx4-ubyte", &idx(0x08, &[1, 1, 28, 28], &[0; 784]));
+    check_err(
+        load_builtin_from(&dirs, "cifar10", Split::Test, &raw),
+        &["test-images-idx4-ubyte", "wrong shape [1, 1, 28, 28]", "cifar10 images are [N, 3, 32, 32]"],
+    );
+}
+
+#[test]
+fn error_missing_cifar10_says_how_to_install_it() {
+    let dir = Dir::new();
+    let dirs = DataDirs { data_dir: None, cache_dir: Some(dir.path().into()) };
+    for (split, file) in [(Split::Train, "train-images-idx4-ubyte"), (Split::Test, "test-images-idx4-ubyte")] {
+        let e = check_err(
+            load_builtin_from(&dirs, "cifar10", split, &Preprocess::default()),
+            &["dataset `cifar10`", &format!("{file} is missing"), "run `cargo xtask data cifar10`"],
+        );
+        assert!(
+            matches!(&e, DataError::MissingDataset { path, .. } if *path == dir.path().join("data/cifar10").join(file)),
+            "{e:?}"
+        );
+    }
+    // images without labels
+    let (images, _, _) = cifar10_split(1);
+    dir.write("data/cifar10/train-images-idx4-ubyte", &images);
+    check_err(
+        load_builtin_from(&dirs, "cifar10", Split::Train, &Preprocess::default()),
+        &["train-labels-idx1-ubyte is missing", "cargo xtask data cifar10"],
+    );
+    check_err(
+        load_builtin_from(&DataDirs::default(), "cifar10", Split::Test, &Preprocess::default()),
+        &["cannot locate the cache folder"],
+    );
 }
 
 /// The MNIST shipped under fixtures/data/mnist, found from the crate folder upwards.
@@ -655,6 +740,36 @@ fn cached_fashion_mnist_loads_if_fetched() {
         counts[l as usize] += 1;
     }
     assert_eq!(counts, [6000; 10]);
+}
+
+/// CIFAR-10, when `cargo xtask data cifar10` has put it in the cache: the
+/// known facts that xtask checks, read back through the loader.
+#[test]
+fn cached_cifar10_loads_if_fetched() {
+    let dirs = DataDirs::from_env();
+    let Ok(cache) = dirs.cache_dir() else {
+        return;
+    };
+    if !cache.join("data/cifar10").is_dir() {
+        eprintln!("cifar10 not fetched; skipped (cargo xtask data cifar10)");
+        return;
+    }
+    let raw = Preprocess { scale: false, ..Preprocess::default() };
+    let test = load_builtin_from(&dirs, "cifar10", Split::Test, &raw).unwrap();
+    assert_eq!(test.len(), 10_000);
+    assert_eq!(test.sample_shape(), &[3, 32, 32]);
+    assert_eq!(&test.labels()[..10], &[3, 8, 8, 0, 6, 6, 1, 6, 3, 1]);
+    let b = test.batch(&[0]).unwrap();
+    // test image 0 starts with RGB (158, 112, 49), (159, 111, 47)
+    assert_eq!([b.inputs[0], b.inputs[1024], b.inputs[2048]], [158.0, 112.0, 49.0]);
+    assert_eq!([b.inputs[1], b.inputs[1025], b.inputs[2049]], [159.0, 111.0, 47.0]);
+    let train = load_builtin_from(&dirs, "cifar10", Split::Train, &raw).unwrap();
+    assert_eq!(train.len(), 50_000);
+    let mut counts = [0usize; 10];
+    for &l in train.labels() {
+        counts[l as usize] += 1;
+    }
+    assert_eq!(counts, [5000; 10]);
 }
 
 // ---------------------------------------------------------------- image folders

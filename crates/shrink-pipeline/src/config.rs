@@ -83,7 +83,7 @@ pub struct DataTable {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
-    /// A builtin dataset: `mnist` or `fashion-mnist`.
+    /// A builtin dataset: `mnist`, `fashion-mnist` or `cifar10`.
     #[serde(default)]
     pub builtin: Option<String>,
     /// `train` or `test`, for a builtin dataset.
