@@ -214,8 +214,9 @@ fn env_prefix(env: &[(&str, &str)]) -> String {
     env.iter().map(|(k, v)| format!("{k}={v} ")).collect()
 }
 
-const USAGE: &str = "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train, scale, svd or a pipeline \
-                     bench; none: all but svd, which runs for many minutes and only when named)";
+const USAGE: &str = "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train, scale, svd, archs or a \
+                     pipeline bench; none: all but svd and archs, which run only when named: svd for many minutes, \
+                     archs needs PyTorch for `cargo xtask fixtures --archs`)";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -227,10 +228,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     for n in &names {
         anyhow::ensure!(
-            matches!(*n, "train" | "scale" | "svd")
+            matches!(*n, "train" | "scale" | "svd" | "archs")
                 || PIPELINES.iter().any(|p| p.name == *n)
                 || TESTS.iter().any(|t| t.name == *n),
-            "unknown bench `{n}`; known: train, scale, svd, {}, {}\n{USAGE}",
+            "unknown bench `{n}`; known: train, scale, svd, archs, {}, {}\n{USAGE}",
             PIPELINES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
             TESTS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
         );
@@ -244,6 +245,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if names.contains(&"svd") {
         crate::bench_svd::svd()?;
+    }
+    if names.contains(&"archs") {
+        crate::bench_archs::archs(quick)?;
     }
     let root = project_root();
     let golden = read_golden(&root)?;
@@ -649,7 +653,7 @@ fn reused_run(root: &Path, b: &PipelineBench) -> anyhow::Result<String> {
 
 /// Builds `shrink` (dev profile for quick runs: the build `cargo test` made;
 /// release otherwise) and returns the binary's path.
-fn build_shrink(quick: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_shrink(quick: bool) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(project_root()).args(["build", "-p", "shrink-cli"]);

@@ -5,6 +5,7 @@
 //! tract), `fuzz` (the loader's cargo-fuzz target). Keep dependencies few.
 
 mod bench;
+mod bench_archs;
 mod bench_scale;
 mod bench_svd;
 mod bench_train;

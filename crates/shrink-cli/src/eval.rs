@@ -71,8 +71,11 @@ pub(crate) struct EvalArgs {
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Batches of random inputs for agreement when there is no --data.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    random_batches: usize,
+    /// Default: as many as fit about 2·10¹¹ multiply-accumulates of the
+    /// first model (8 for an MNIST model, 1 for a ResNet-50 at 224×224), so
+    /// that a data-free comparison of a large model stays short.
+    #[arg(long, value_name = "N")]
+    random_batches: Option<usize>,
     /// Skip the latency measurement.
     #[arg(long)]
     no_latency: bool,
@@ -158,6 +161,19 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     pb
 }
 
+/// Multiply-accumulates one model may spend on random inputs by default.
+const RANDOM_MACS_BUDGET: f64 = 2e11;
+
+/// Batches of `batch` random samples that fit [`RANDOM_MACS_BUDGET`] for
+/// `model`: 1 to 8 (8 when its MACs are unknown).
+fn default_random_batches(model: &Model, batch: usize) -> usize {
+    let macs = shrink_graph::summarize(model).macs as f64;
+    if macs <= 0.0 {
+        return 8;
+    }
+    ((RANDOM_MACS_BUDGET / (macs * batch.max(1) as f64)).floor() as usize).clamp(1, 8)
+}
+
 /// Measures one or two models; the first is the reference for agreement.
 fn measure(paths: &[&Path], args: &EvalArgs) -> anyhow::Result<(Vec<VerifyReport>, Option<String>)> {
     let spec = input_spec(args)?;
@@ -198,10 +214,10 @@ fn measure(paths: &[&Path], args: &EvalArgs) -> anyhow::Result<(Vec<VerifyReport
             data_label = Some(label.clone());
         }
         None if refs.len() > 1 => {
-            let pb = bar(args.random_batches * args.batch, "agreement on random inputs");
-            let agree = agreement_on_random(&mut refs, args.batch, args.random_batches, 7, &mut |done, _| {
-                pb.set_position(done as u64)
-            })?;
+            let batches = args.random_batches.unwrap_or_else(|| default_random_batches(&models[0], args.batch));
+            let pb = bar(batches * args.batch, "agreement on random inputs");
+            let agree =
+                agreement_on_random(&mut refs, args.batch, batches, 7, &mut |done, _| pb.set_position(done as u64))?;
             pb.finish_and_clear();
             for (r, a) in reports.iter_mut().zip(agree) {
                 r.agreement = a;
@@ -362,4 +378,19 @@ fn render_compare(c: &CompareReport, data: Option<&str>) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// 8 batches of 64 for an MNIST MLP; fewer, down to one, as a batch's
+    /// work grows past the budget (a ResNet-50 at 224×224 gets one).
+    #[test]
+    fn random_batches_default_follows_the_model_size() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models");
+        let lenet = shrink_graph::Model::load(root.join("lenet-300-100.onnx")).unwrap();
+        assert_eq!(super::default_random_batches(&lenet, 64), 8);
+        // 266,200 MACs a sample: 100,000-sample batches fit once, a million-sample batch still runs once
+        assert_eq!(super::default_random_batches(&lenet, 100_000), 7);
+        assert_eq!(super::default_random_batches(&lenet, 1_000_000), 1);
+    }
 }
