@@ -26,15 +26,21 @@ use anyhow::{Context, bail};
 const GENERATORS: &[(&str, &str)] =
     &[("lenet-300-100", "lenet_300_100.py"), ("lenet-5", "lenet_5.py"), ("convnet-mix", "convnet_mix.py")];
 
+/// The CIFAR-10 generators: model name and script, trained on the set
+/// `cargo xtask data cifar10` installs (installed first when missing).
+const CIFAR_GENERATORS: &[(&str, &str)] = &[("resnet20-cifar", "cifar_resnet20.py")];
+
 /// The large fixture: file name under `<cache>/fixtures-large/` and script (under fixtures/gen/).
 const LARGE: (&str, &str) = ("resnet50.onnx", "resnet50_large.py");
 
 const USAGE: &str = "\
 cargo xtask fixtures [--data DIR] [MODEL...]
+cargo xtask fixtures resnet20-cifar
 cargo xtask fixtures --large [--force]
 cargo xtask fixtures --archs [--size S]
 
-    MODEL       only these models (default: all of lenet-300-100, lenet-5, convnet-mix)
+    MODEL       only these models (default: all of lenet-300-100, lenet-5, convnet-mix);
+                resnet20-cifar (CIFAR-10, about 30 minutes on 2 cores) runs only when named
     --data DIR  folder of the MNIST IDX files (default: fixtures/data/mnist)
     --large     instead, export the large untrained fixture, ResNet-50 (torchvision's architecture,
                 seeded random weights, ~25.6M parameters, ~100 MB) to
@@ -66,7 +72,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 print!("{USAGE}");
                 return Ok(());
             }
-            name => match GENERATORS.iter().find(|(n, _)| *n == name) {
+            name => match GENERATORS.iter().chain(CIFAR_GENERATORS).find(|(n, _)| *n == name) {
                 Some((n, _)) => models.push(n),
                 None => bail!("unknown model or option `{name}`\n\n{USAGE}"),
             },
@@ -97,6 +103,37 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let root = crate::project_root();
     let gen_dir = root.join("fixtures/gen");
     let out_dir = root.join("fixtures/models");
+    let cifar: Vec<&str> = models.iter().copied().filter(|m| CIFAR_GENERATORS.iter().any(|(n, _)| n == m)).collect();
+    if !cifar.is_empty() {
+        if models.len() != cifar.len() || data.is_some() {
+            bail!(
+                "a CIFAR-10 model goes alone, without --data (it reads `cargo xtask data cifar10`'s files)\n\n{USAGE}"
+            );
+        }
+        let dir = crate::cache_dir().join("data").join("cifar10");
+        if !dir.join("test-labels-idx1-ubyte").is_file() {
+            crate::data::run(&["cifar10".to_string()])?;
+        }
+        let python = venv(&gen_dir.join("requirements.txt"))?;
+        for (name, script) in CIFAR_GENERATORS.iter().filter(|(n, _)| cifar.contains(n)) {
+            eprintln!("fixtures: {name} (fixtures/gen/{script})");
+            let started = std::time::Instant::now();
+            crate::run_cmd(
+                Command::new(&python)
+                    .arg(gen_dir.join(script))
+                    .arg("--data")
+                    .arg(&dir)
+                    .arg("--out")
+                    .arg(&out_dir)
+                    .current_dir(&root)
+                    .env("PYTHONHASHSEED", "0")
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .env("OMP_NUM_THREADS", "2"),
+            )?;
+            eprintln!("fixtures: {name} done in {:.0} s", started.elapsed().as_secs_f64());
+        }
+        return Ok(());
+    }
     let data = data.unwrap_or_else(|| root.join("fixtures/data/mnist"));
     check_data(&data)?;
 

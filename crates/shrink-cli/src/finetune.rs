@@ -51,6 +51,18 @@ pub(crate) struct FinetuneArgs {
     /// Mirror half of the training images left-right (image models only).
     #[arg(long)]
     augment_flip: bool,
+    /// BatchNormalization while training: `frozen` keeps the running
+    /// statistics (an affine map whose scale and shift train); `batch`
+    /// normalises by each batch's statistics and updates the running ones,
+    /// as PyTorch's `train()` (the written model uses the running ones).
+    #[arg(long, value_enum, default_value = "frozen")]
+    batchnorm: BatchNormArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BatchNormArg {
+    Frozen,
+    Batch,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -148,6 +160,10 @@ pub(crate) fn run(a: &FinetuneArgs) -> anyhow::Result<()> {
             .expect("a valid template"),
     );
     let mut progress = Bar { bar };
+    exec.set_batchnorm(match a.batchnorm {
+        BatchNormArg::Frozen => shrink_train::BatchNormMode::Frozen,
+        BatchNormArg::Batch => shrink_train::BatchNormMode::Batch,
+    });
     let report = ft.run(&mut exec, &train, val.as_ref().map(|v| v as &dyn Dataset), None, &mut progress)?;
     progress.bar.finish_and_clear();
     exec.write_back(&mut model.graph)?;
