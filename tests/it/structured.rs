@@ -593,7 +593,12 @@ fn stage_on_convnet_mix() {
 
 fn run_structured(m: &Model, text: &str) -> (Model, shrink_stage::StageReport) {
     let stage = shrink_prune::structured::StructuredPrune::from_table(&text.parse().unwrap()).unwrap();
-    let mut pruned = m.clone();
+    run_data_free(&stage, m)
+}
+
+/// Runs `stage` on a copy of `m` without data; the result must verify.
+fn run_data_free(stage: &dyn shrink_stage::Stage, m: &Model) -> (Model, shrink_stage::StageReport) {
+    let mut out = m.clone();
     let mut progress = shrink_stage::NoProgress;
     let mut cx = shrink_stage::StageCx {
         pipeline: "t".into(),
@@ -607,10 +612,9 @@ fn run_structured(m: &Model, text: &str) -> (Model, shrink_stage::StageReport) {
         output_dir: std::env::temp_dir(),
         encoded: Default::default(),
     };
-    use shrink_stage::Stage;
-    let report = stage.run(&mut pruned, &mut cx).unwrap();
-    pruned.graph.verify().unwrap();
-    (pruned, report)
+    let report = stage.run(&mut out, &mut cx).unwrap();
+    out.graph.verify().unwrap();
+    (out, report)
 }
 
 /// The TorchScript exporter hands identical initializers (the zero biases of
@@ -686,24 +690,7 @@ fn int8_quantises_layers_whose_biases_were_shared_and_warns_when_most_stay_float
     let m = b.model();
     let run_int8 = |keep: &str| {
         let table: toml::Table = format!("method = \"int8\"\n{keep}").parse().unwrap();
-        let stage = shrink_quantize::build(&table).unwrap();
-        let mut q = m.clone();
-        let mut progress = shrink_stage::NoProgress;
-        let mut cx = shrink_stage::StageCx {
-            pipeline: "t".into(),
-            index: 0,
-            train: None,
-            test: None,
-            original: &m,
-            seed: 1,
-            progress: &mut progress,
-            scratch: std::env::temp_dir(),
-            output_dir: std::env::temp_dir(),
-            encoded: Default::default(),
-        };
-        let r = stage.run(&mut q, &mut cx).unwrap();
-        q.graph.verify().unwrap();
-        r
+        run_data_free(shrink_quantize::build(&table).unwrap().as_ref(), &m).1
     };
     let r = run_int8("keep_float = []");
     assert_eq!((r.figures["layers_quantised"], r.figures["weights_unshared"]), (4.0, 3.0), "{:?}", r.layers);

@@ -116,21 +116,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
         let python = venv(&gen_dir.join("requirements.txt"))?;
         for (name, script) in CIFAR_GENERATORS.iter().filter(|(n, _)| cifar.contains(n)) {
-            eprintln!("fixtures: {name} (fixtures/gen/{script})");
-            let started = std::time::Instant::now();
-            crate::run_cmd(
-                Command::new(&python)
-                    .arg(gen_dir.join(script))
-                    .arg("--data")
-                    .arg(&dir)
-                    .arg("--out")
-                    .arg(&out_dir)
-                    .current_dir(&root)
-                    .env("PYTHONHASHSEED", "0")
-                    .env("PYTHONDONTWRITEBYTECODE", "1")
-                    .env("OMP_NUM_THREADS", "2"),
-            )?;
-            eprintln!("fixtures: {name} done in {:.0} s", started.elapsed().as_secs_f64());
+            generate(&python, name, script, &dir, &out_dir)?;
         }
         return Ok(());
     }
@@ -142,23 +128,31 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         if !models.is_empty() && !models.contains(name) {
             continue;
         }
-        eprintln!("fixtures: {name} (fixtures/gen/{script})");
-        let started = std::time::Instant::now();
-        crate::run_cmd(
-            Command::new(&python)
-                .arg(gen_dir.join(script))
-                .arg("--data")
-                .arg(&data)
-                .arg("--out")
-                .arg(&out_dir)
-                .current_dir(&root)
-                .env("PYTHONHASHSEED", "0")
-                // no __pycache__ folder in fixtures/gen
-                .env("PYTHONDONTWRITEBYTECODE", "1")
-                .env("OMP_NUM_THREADS", "2"),
-        )?;
-        eprintln!("fixtures: {name} done in {:.0} s", started.elapsed().as_secs_f64());
+        generate(&python, name, script, &data, &out_dir)?;
     }
+    Ok(())
+}
+
+/// Runs the generator `script` (under fixtures/gen/) of fixture `name` on
+/// the data folder `data`, writing into `out_dir`.
+fn generate(python: &Path, name: &str, script: &str, data: &Path, out_dir: &Path) -> anyhow::Result<()> {
+    let root = crate::project_root();
+    eprintln!("fixtures: {name} (fixtures/gen/{script})");
+    let started = std::time::Instant::now();
+    crate::run_cmd(
+        Command::new(python)
+            .arg(root.join("fixtures/gen").join(script))
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(out_dir)
+            .current_dir(&root)
+            .env("PYTHONHASHSEED", "0")
+            // no __pycache__ folder in fixtures/gen
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("OMP_NUM_THREADS", "2"),
+    )?;
+    eprintln!("fixtures: {name} done in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
