@@ -251,3 +251,36 @@ fn trainer_runs_every_torchvision_family() {
     }
     assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
+
+/// The CIFAR-10 ResNet-20 fixture, both exports: the trainer's forward
+/// equals tract's logits on 64 seeded random images (no data needed) within
+/// 1e-4 of the largest logit, and a step with BatchNorm in training mode
+/// moves the running statistics.
+#[test]
+fn trainer_agrees_with_tract_on_the_cifar_resnet() {
+    for suffix in [".onnx", ".dynamo.onnx"] {
+        let file = fixtures().join("models").join(format!("resnet20-cifar{suffix}"));
+        let model = Model::load(&file).unwrap();
+        let mut exec = Executor::new(&model).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let mut judge = Judge::new("resnet20", &model, &InputSpec::default()).unwrap();
+        assert_eq!(judge.sample_shape(), [3, 32, 32]);
+        let n = 64;
+        let mut rng = SplitMix64::new(11);
+        let x: Vec<f32> =
+            (0..n * 3 * 32 * 32).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect();
+        let want = judge.logits(&x, n).unwrap();
+        let input = HostTensor::new(x, vec![n, 3, 32, 32]);
+        let got = exec.forward(std::slice::from_ref(&input)).unwrap().remove(0);
+        let scale = want.data.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let diff = got.data.iter().zip(&want.data).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-4 * scale, "{}: max |trainer - tract| {diff} (largest logit {scale})", file.display());
+        exec.set_batchnorm(shrink_train::BatchNormMode::Batch);
+        let stat = exec.params().into_iter().find(|p| !p.trainable && p.dims.len() == 1).unwrap().name;
+        let before = exec.param(&stat).unwrap().data;
+        let mut opt = shrink_train::Optimizer::new(OptimizerKind::sgd(0.9, 0.0)).unwrap();
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+        let loss = exec.train_step(&mut opt, 0.01, &input, &labels, &shrink_train::Loss::CrossEntropy, None).unwrap();
+        assert!(loss.is_finite());
+        assert_ne!(exec.param(&stat).unwrap().data, before, "{}: running statistics did not move", file.display());
+    }
+}

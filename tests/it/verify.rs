@@ -54,14 +54,32 @@ fn fixture_accuracy_in_tract_matches_the_recorded_figure() {
             let model = Model::load(&file).unwrap();
             let mut judge = Judge::new(&file.display().to_string(), &model, &InputSpec::default()).unwrap();
             let layout = Layout::for_sample(judge.sample_shape());
-            let data = mnist_test(layout);
+            let data = match meta["dataset"]["name"].as_str() {
+                Some("CIFAR-10") => {
+                    // the normalisation of fixtures/gen/cifar_resnet20.py (MEAN, STD)
+                    let pre = Preprocess {
+                        mean: vec![0.4914, 0.4822, 0.4465],
+                        std: vec![0.2470, 0.2435, 0.2616],
+                        layout,
+                        ..Preprocess::default()
+                    };
+                    match shrink_data::load_builtin("cifar10", Split::Test, &pre) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            eprintln!("skipped {}: {e}", file.display());
+                            continue;
+                        }
+                    }
+                }
+                _ => mnist_test(layout),
+            };
             let res = evaluate(&mut [&mut judge], &data, 500, None, &mut |_, _| {}).unwrap();
             let got = res.accuracy[0].top1_correct;
             assert!(got.abs_diff(want) <= 5, "{}: tract {got} correct, recorded {want}", file.display());
             checked += 1;
         }
     }
-    assert!(checked >= 6, "expected 3 fixtures x 2 exporters, checked {checked}");
+    assert!(checked >= 6, "expected at least the 3 MNIST fixtures x 2 exporters, checked {checked}");
 }
 
 /// `compare` of a model with itself: same size, 100 % agreement, zero logit

@@ -100,6 +100,13 @@ const PIPELINES: &[PipelineBench] = &[
         infer: None,
     },
     PipelineBench {
+        name: "quantize-int8-resnet20-cifar",
+        pipeline: "pipelines/quantize-int8-resnet20-cifar.toml",
+        title: "int8 weights, CIFAR-10 ResNet-20 (real images)",
+        anchor: "Target (issue 19): file ≤ 0.27× the f32 file at ≤ 0.5 pp drop.",
+        infer: None,
+    },
+    PipelineBench {
         name: "quantize-linear4-lenet-5",
         pipeline: "pipelines/quantize-linear4-lenet-5.toml",
         title: "4-bit linear per-channel quantisation with QAT, LeNet-5",
