@@ -290,6 +290,8 @@ fn split_shapes() {
     assert_eq!(show(0).unwrap(), ["N", "4", "4", "4"]);
     assert_eq!(show(1).unwrap()[1], "4");
     assert_eq!(show(2).unwrap()[1], "2");
+    let bad = op("Split", vec![attr_int("num_outputs", 0)]);
+    assert!(crate::op::parse(&bad).unwrap_err().to_string().contains("num_outputs 0 is not positive"));
 }
 
 /// An `Identity` of a weight read by two convs becomes one copy per conv;

@@ -1099,10 +1099,7 @@ pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device, ba
                 Some(v) => Some(ints(Some(v), "split")?.data),
                 None => None,
             };
-            let dims = match &x {
-                Value::F(f) => f.dims(),
-                Value::I(i) => i.dims.clone(),
-            };
+            let dims = x.dims();
             let a = norm_axis(sp.axis, dims.len())?;
             let sizes = sp
                 .sizes(dims[a] as u64, given, *outputs)
@@ -1126,13 +1123,7 @@ pub(crate) fn eval(kind: &Kind, mut inputs: Vec<Option<Value>>, dev: &Device, ba
                 }
             };
             let (st, en, ax, sp) = (arg(1, "starts")?, arg(2, "ends")?, arg(3, "axes")?, arg(4, "steps")?);
-            let dims: Vec<u64> = match &x {
-                Value::F(f) => f.dims(),
-                Value::I(i) => i.dims.clone(),
-            }
-            .iter()
-            .map(|&d| d as u64)
-            .collect();
+            let dims: Vec<u64> = x.dims().iter().map(|&d| d as u64).collect();
             let r = sl.resolve(&dims, st.as_deref(), en.as_deref(), ax.as_deref(), sp.as_deref())?;
             let axes: Vec<usize> = (0..r.len()).collect();
             slice_value(x, &axes, &r)?

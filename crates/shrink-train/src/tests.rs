@@ -475,6 +475,9 @@ fn finetune_table_reads_keys_and_names_bad_ones() {
     let bad: toml::Table = toml::from_str("optimizer = \"lbfgs\"").unwrap();
     let err = FineTuneConfig::from_toml(&bad).unwrap().to_finetune(0).unwrap_err().to_string();
     assert!(err.contains("finetune.optimizer") && err.contains("lbfgs"), "{err}");
+    let bad: toml::Table = toml::from_str("batchnorm = \"train\"").unwrap();
+    let err = FineTuneConfig::from_toml(&bad).unwrap().to_finetune(0).unwrap_err().to_string();
+    assert!(err.contains("finetune.batchnorm") && err.contains("`train` is not one of frozen, batch"), "{err}");
 }
 
 /// Values drawn from a few levels, so that pooling windows hold ties.

@@ -246,3 +246,13 @@ pub(crate) enum Value {
     F(F),
     I(IntT),
 }
+
+impl Value {
+    /// The dims of either kind of value.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Value::F(f) => f.dims(),
+            Value::I(i) => i.dims.clone(),
+        }
+    }
+}
