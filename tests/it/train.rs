@@ -252,17 +252,19 @@ fn trainer_runs_every_torchvision_family() {
     assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
 
-/// The CIFAR-10 ResNet-20 fixture, both exports: the trainer's forward
-/// equals tract's logits on 64 seeded random images (no data needed) within
-/// 1e-4 of the largest logit, and a step with BatchNorm in training mode
-/// moves the running statistics.
+/// The CIFAR-10 fixtures (ResNet-20, MobileNetV2), both exports: the
+/// trainer's forward equals tract's logits on 64 seeded random images (no
+/// data needed) within 1e-4 of the largest logit, and a step with BatchNorm
+/// in training mode moves the running statistics.
 #[test]
-fn trainer_agrees_with_tract_on_the_cifar_resnet() {
-    for suffix in [".onnx", ".dynamo.onnx"] {
-        let file = fixtures().join("models").join(format!("resnet20-cifar{suffix}"));
+fn trainer_agrees_with_tract_on_the_cifar_fixtures() {
+    for (name, suffix) in
+        ["resnet20-cifar", "mobilenetv2-cifar"].into_iter().flat_map(|n| [(n, ".onnx"), (n, ".dynamo.onnx")])
+    {
+        let file = fixtures().join("models").join(format!("{name}{suffix}"));
         let model = Model::load(&file).unwrap();
         let mut exec = Executor::new(&model).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let mut judge = Judge::new("resnet20", &model, &InputSpec::default()).unwrap();
+        let mut judge = Judge::new(name, &model, &InputSpec::default()).unwrap();
         assert_eq!(judge.sample_shape(), [3, 32, 32]);
         let n = 64;
         let mut rng = SplitMix64::new(11);

@@ -56,7 +56,7 @@ fn fixture_accuracy_in_tract_matches_the_recorded_figure() {
             let layout = Layout::for_sample(judge.sample_shape());
             let data = match meta["dataset"]["name"].as_str() {
                 Some("CIFAR-10") => {
-                    // the normalisation of fixtures/gen/cifar_resnet20.py (MEAN, STD)
+                    // the normalisation of fixtures/gen/cifar.py (MEAN, STD)
                     let pre = Preprocess {
                         mean: vec![0.4914, 0.4822, 0.4465],
                         std: vec![0.2470, 0.2435, 0.2616],
@@ -119,6 +119,7 @@ fn compare_with_itself() {
         accuracy: Some(res.accuracy[0].clone()),
         agreement: None,
         latency: vec![l],
+        latency_skipped: Vec::new(),
     };
     let c = CompareReport::new(report("a", lat[0].clone()), report("b", lat[1].clone()));
     assert_eq!((c.ratios.onnx_bytes, c.ratios.params, c.ratios.top1_delta), (1.0, 1.0, Some(0.0)));

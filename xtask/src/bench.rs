@@ -107,6 +107,13 @@ const PIPELINES: &[PipelineBench] = &[
         infer: None,
     },
     PipelineBench {
+        name: "quantize-int8-mobilenetv2-cifar",
+        pipeline: "pipelines/quantize-int8-mobilenetv2-cifar.toml",
+        title: "int8 weights, CIFAR-10 MobileNetV2 (real images, depthwise convolutions)",
+        anchor: "Target (issue 19): file ≤ 0.27× the f32 file at ≤ 0.5 pp drop.",
+        infer: None,
+    },
+    PipelineBench {
         name: "quantize-linear4-lenet-5",
         pipeline: "pipelines/quantize-linear4-lenet-5.toml",
         title: "4-bit linear per-channel quantisation with QAT, LeNet-5",
@@ -221,9 +228,9 @@ fn env_prefix(env: &[(&str, &str)]) -> String {
     env.iter().map(|(k, v)| format!("{k}={v} ")).collect()
 }
 
-const USAGE: &str = "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train, scale, svd, archs or a \
-                     pipeline bench; none: all but svd and archs, which run only when named: svd for many minutes, \
-                     archs needs PyTorch for `cargo xtask fixtures --archs`)";
+const USAGE: &str = "usage: cargo xtask bench [NAME...] [--quick | --reuse]   (NAME: train, scale, compare, svd, archs \
+                     or a pipeline bench; none: all but svd and archs, which run only when named: svd for many \
+                     minutes, archs needs PyTorch for `cargo xtask fixtures --archs`)";
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
@@ -235,10 +242,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     for n in &names {
         anyhow::ensure!(
-            matches!(*n, "train" | "scale" | "svd" | "archs")
+            matches!(*n, "train" | "scale" | "compare" | "svd" | "archs")
                 || PIPELINES.iter().any(|p| p.name == *n)
                 || TESTS.iter().any(|t| t.name == *n),
-            "unknown bench `{n}`; known: train, scale, svd, archs, {}, {}\n{USAGE}",
+            "unknown bench `{n}`; known: train, scale, compare, svd, archs, {}, {}\n{USAGE}",
             PIPELINES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
             TESTS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
         );
@@ -249,6 +256,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if (all && !quick && !reuse) || names.contains(&"scale") {
         crate::bench_scale::scale()?;
+    }
+    if (all && !quick && !reuse) || names.contains(&"compare") {
+        crate::bench_compare::compare()?;
     }
     if names.contains(&"svd") {
         crate::bench_svd::svd()?;
@@ -748,14 +758,25 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
+/// The short commit, with `+dirty` when tracked files differ from it (the
+/// files benches write, BENCHMARKS.md and bench/, not counted), so that a
+/// figure measured on uncommitted code says so.
 fn git_rev() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(project_root())
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(project_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    let changes = git(&["status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md", ":!bench/"]);
+    match changes {
+        Some(c) if !c.is_empty() => format!("{rev}+dirty"),
+        _ => rev,
+    }
 }
 
 /// "Machine: CPU, N cores; git REV; DATE" for the head of a section.

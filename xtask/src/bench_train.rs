@@ -1,7 +1,9 @@
-//! `cargo xtask bench train`: trainer speed (steps/s at batch 64, 1 and 2
-//! threads, peak memory) for LeNet-300-100 and LeNet-5, with PyTorch's speed
-//! measured in the same invocation when `import torch` works (the fixtures
-//! venv, or the system python). Writes its section of BENCHMARKS.md.
+//! `cargo xtask bench train`: trainer speed (steps/s, 1 and 2 threads, peak
+//! memory) for LeNet-300-100 and LeNet-5 at batch 64 and for the CIFAR-10
+//! ResNet-20 at batch 128 with BatchNorm in training mode (the seconds of one
+//! epoch beside it), with PyTorch's speed measured in the same invocation when
+//! `import torch` works (the fixtures venv, or the system python). Writes its
+//! section of BENCHMARKS.md.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +12,24 @@ use anyhow::Context;
 
 use crate::{cache_dir, project_root};
 
-const MODELS: &[&str] = &["lenet-300-100", "lenet-5"];
+/// One timed configuration of a fixture model.
+struct Case {
+    model: &'static str,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    /// The trainer's `--batchnorm` (PyTorch trains in `train()` mode either way;
+    /// the LeNets have no BatchNorm).
+    batchnorm: &'static str,
+    /// Training samples in one epoch.
+    epoch: usize,
+}
+
+const CASES: &[Case] = &[
+    Case { model: "lenet-300-100", batch: 64, steps: 200, warmup: 20, batchnorm: "frozen", epoch: 60_000 },
+    Case { model: "lenet-5", batch: 64, steps: 200, warmup: 20, batchnorm: "frozen", epoch: 60_000 },
+    Case { model: "resnet20-cifar", batch: 128, steps: 20, warmup: 3, batchnorm: "batch", epoch: 50_000 },
+];
 const THREADS: &[usize] = &[1, 2];
 
 fn output_line(cmd: &mut Command) -> anyhow::Result<String> {
@@ -42,50 +61,81 @@ pub(crate) fn train() -> anyhow::Result<()> {
     let python = torch_python();
     let script = root.join("xtask/scripts/bench_train_torch.py");
     let mut rows = Vec::new();
-    for model in MODELS {
+    for case in CASES {
+        let model = case.model;
         for &threads in THREADS {
             let file = root.join(format!("fixtures/models/{model}.onnx"));
+            let sizes = [
+                "--batch",
+                &case.batch.to_string(),
+                "--steps",
+                &case.steps.to_string(),
+                "--warmup",
+                &case.warmup.to_string(),
+            ]
+            .map(String::from);
             let line = output_line(
-                Command::new(&bin).current_dir(&root).arg(&file).env("RAYON_NUM_THREADS", threads.to_string()),
+                Command::new(&bin)
+                    .current_dir(&root)
+                    .arg(&file)
+                    .args(&sizes)
+                    .args(["--batchnorm", case.batchnorm])
+                    .env("RAYON_NUM_THREADS", threads.to_string()),
             )?;
             let ours = crate::num(&line, "steps_per_s").context("steps_per_s")?;
             let rss = crate::num(&line, "peak_rss_mb").unwrap_or(f64::NAN);
             let torch = match &python {
                 Some(py) => {
-                    let l = output_line(Command::new(py).arg(&script).args([
-                        "--model",
-                        model,
-                        "--threads",
-                        &threads.to_string(),
-                    ]))?;
+                    let l = output_line(
+                        Command::new(py)
+                            .arg(&script)
+                            .args(["--model", model, "--threads", &threads.to_string()])
+                            .args(&sizes),
+                    )?;
                     crate::num(&l, "steps_per_s")
                 }
                 None => None,
             };
             println!(
-                "{model:<14} threads {threads}: shrink-train {ours:8.1} steps/s, peak {rss:6.1} MB{}",
-                torch.map(|t| format!(", PyTorch {t:8.1} steps/s, ratio {:.2}", ours / t)).unwrap_or_default()
+                "{model:<14} threads {threads}: shrink-train {ours:8.2} steps/s, peak {rss:6.1} MB{}",
+                torch.map(|t| format!(", PyTorch {t:8.2} steps/s, ratio {:.2}", ours / t)).unwrap_or_default()
             );
-            rows.push((model, threads, ours, rss, torch));
+            rows.push(Row { case, threads, ours, rss, torch });
         }
     }
     write_markdown(&root.join("BENCHMARKS.md"), &rows, python.is_some())
 }
 
-type Row<'a> = (&'a &'a str, usize, f64, f64, Option<f64>);
+struct Row {
+    case: &'static Case,
+    threads: usize,
+    ours: f64,
+    rss: f64,
+    torch: Option<f64>,
+}
 
-fn write_markdown(path: &Path, rows: &[Row<'_>], torch: bool) -> anyhow::Result<()> {
+fn write_markdown(path: &Path, rows: &[Row], torch: bool) -> anyhow::Result<()> {
     let mut md = String::from("## Trainer speed\n\n`cargo xtask bench train`\n\n");
-    md.push_str(&format!("{}. SGD (momentum 0.9), batch 64, MNIST training set, 200 timed steps after 20 warm-up steps; shrink-train is burn 0.22 (flex CPU backend, autodiff) over the fixture ONNX models, release build.{}\n\n",
+    md.push_str(&format!("{}. SGD (momentum 0.9); the LeNets at batch 64 on the MNIST training set, 200 timed steps after 20 warm-up steps; ResNet-20 at batch 128 on the CIFAR-10 training set with BatchNorm in training mode (`finetune.batchnorm = \"batch\"`), 20 timed steps after 3; an epoch's seconds are its steps at the measured rate. shrink-train is burn 0.22 (flex CPU backend, autodiff) over the fixture ONNX models, release build.{}\n\n",
         crate::bench::machine_line(),
-        if torch { " PyTorch: the same networks, same optimizer and batch, in the same invocation (xtask/scripts/bench_train_torch.py)." } else { " PyTorch was not importable, so its column is empty." }));
-    md.push_str("| model | threads | shrink-train steps/s | peak RSS MB | PyTorch steps/s | ratio |\n|---|---|---|---|---|---|\n");
-    for (model, threads, ours, rss, t) in rows {
+        if torch { " PyTorch: the same networks, same optimizer and batch, in the same invocation (xtask/scripts/bench_train_torch.py)." } else { " PyTorch was not importable, so its columns are empty." }));
+    md.push_str("| model | batch | threads | shrink-train steps/s | epoch s | peak RSS MB | PyTorch steps/s | PyTorch epoch s | ratio |\n|---|---|---|---|---|---|---|---|---|\n");
+    let epoch_s = |c: &Case, rate: f64| c.epoch.div_ceil(c.batch) as f64 / rate;
+    for r in rows {
+        let c = r.case;
         md.push_str(&format!(
-            "| {model} | {threads} | {ours:.1} | {rss:.0} | {} | {} |\n",
-            t.map(|t| format!("{t:.1}")).unwrap_or_else(|| "-".into()),
-            t.map(|t| format!("{:.2}", ours / t)).unwrap_or_else(|| "-".into())
+            "| {} | {} | {} | {:.2} | {:.0} | {:.0} | {} | {} | {} |\n",
+            c.model,
+            c.batch,
+            r.threads,
+            r.ours,
+            epoch_s(c, r.ours),
+            r.rss,
+            r.torch.map(|t| format!("{t:.2}")).unwrap_or_else(|| "-".into()),
+            r.torch.map(|t| format!("{:.0}", epoch_s(c, t))).unwrap_or_else(|| "-".into()),
+            r.torch.map(|t| format!("{:.2}", r.ours / t)).unwrap_or_else(|| "-".into())
         ));
     }
+    md.push_str("\nratio: shrink-train's steps/s over PyTorch's (1 = as fast; below 1 slower).\n");
     crate::bench::write_section(path, "train", &md)
 }

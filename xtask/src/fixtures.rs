@@ -28,19 +28,21 @@ const GENERATORS: &[(&str, &str)] =
 
 /// The CIFAR-10 generators: model name and script, trained on the set
 /// `cargo xtask data cifar10` installs (installed first when missing).
-const CIFAR_GENERATORS: &[(&str, &str)] = &[("resnet20-cifar", "cifar_resnet20.py")];
+const CIFAR_GENERATORS: &[(&str, &str)] =
+    &[("resnet20-cifar", "cifar_resnet20.py"), ("mobilenetv2-cifar", "cifar_mobilenetv2.py")];
 
 /// The large fixture: file name under `<cache>/fixtures-large/` and script (under fixtures/gen/).
 const LARGE: (&str, &str) = ("resnet50.onnx", "resnet50_large.py");
 
 const USAGE: &str = "\
 cargo xtask fixtures [--data DIR] [MODEL...]
-cargo xtask fixtures resnet20-cifar
+cargo xtask fixtures resnet20-cifar|mobilenetv2-cifar
 cargo xtask fixtures --large [--force]
 cargo xtask fixtures --archs [--size S]
 
     MODEL       only these models (default: all of lenet-300-100, lenet-5, convnet-mix);
-                resnet20-cifar (CIFAR-10, about 30 minutes on 2 cores) runs only when named
+                resnet20-cifar and mobilenetv2-cifar (CIFAR-10, about 30 and 60 minutes on 2 cores)
+                run only when named
     --data DIR  folder of the MNIST IDX files (default: fixtures/data/mnist)
     --large     instead, export the large untrained fixture, ResNet-50 (torchvision's architecture,
                 seeded random weights, ~25.6M parameters, ~100 MB) to

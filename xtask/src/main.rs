@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_archs;
+mod bench_compare;
 mod bench_scale;
 mod bench_svd;
 mod bench_train;

@@ -70,15 +70,23 @@ pub(crate) struct EvalArgs {
     /// Batch size of the accuracy pass and of the second latency measurement.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Batches of random inputs for agreement when there is no --data.
-    /// Default: as many as fit about 2·10¹¹ multiply-accumulates of the
-    /// first model (8 for an MNIST model, 1 for a ResNet-50 at 224×224), so
-    /// that a data-free comparison of a large model stays short.
+    /// Batches (of --batch) of random inputs for agreement when there is no
+    /// --data. Default: as many samples as fit about 5·10¹⁰ multiply-accumulates
+    /// of the first model, between 16 and 8 batches (8 batches of 64 for an
+    /// MNIST model, 27 samples for a ResNet-18 at 224×224, 16 for a
+    /// ResNet-50), so that a data-free comparison of a large model stays short.
     #[arg(long, value_name = "N")]
     random_batches: Option<usize>,
     /// Skip the latency measurement.
     #[arg(long)]
     no_latency: bool,
+    /// Seconds the latency measurement may take in all. Batch 1 is always
+    /// measured; a configuration whose estimate (from batch 1: one warm-up
+    /// and three timed rounds of every model) does not fit what is left is
+    /// skipped, and the output says so. The longer the budget, the more runs
+    /// each median takes (at least 30 and 1 s while it fits, at least 3).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    latency_budget: f64,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -162,16 +170,20 @@ fn bar(len: usize, what: &str) -> ProgressBar {
 }
 
 /// Multiply-accumulates one model may spend on random inputs by default.
-const RANDOM_MACS_BUDGET: f64 = 2e11;
+const RANDOM_MACS_BUDGET: f64 = 5e10;
 
-/// Batches of `batch` random samples that fit [`RANDOM_MACS_BUDGET`] for
-/// `model`: 1 to 8 (8 when its MACs are unknown).
-fn default_random_batches(model: &Model, batch: usize) -> usize {
+/// The default agreement run on random inputs for `model`: (batches, batch
+/// size). As many samples as fit [`RANDOM_MACS_BUDGET`], at least 16 and at
+/// most 8 batches of `batch` (8 batches when the MACs are unknown); fewer
+/// than `batch` samples run as one smaller batch.
+fn default_random_run(model: &Model, batch: usize) -> (usize, usize) {
+    let batch = batch.max(1);
     let macs = shrink_graph::summarize(model).macs as f64;
     if macs <= 0.0 {
-        return 8;
+        return (8, batch);
     }
-    ((RANDOM_MACS_BUDGET / (macs * batch.max(1) as f64)).floor() as usize).clamp(1, 8)
+    let samples = ((RANDOM_MACS_BUDGET / macs).floor() as usize).clamp(16, 8 * batch);
+    if samples < batch { (1, samples) } else { (samples / batch, batch) }
 }
 
 /// Measures one or two models; the first is the reference for agreement.
@@ -198,6 +210,7 @@ fn measure(paths: &[&Path], args: &EvalArgs) -> anyhow::Result<(Vec<VerifyReport
             accuracy: None,
             agreement: None,
             latency: Vec::new(),
+            latency_skipped: Vec::new(),
         })
         .collect();
     let mut data_label = None;
@@ -214,10 +227,12 @@ fn measure(paths: &[&Path], args: &EvalArgs) -> anyhow::Result<(Vec<VerifyReport
             data_label = Some(label.clone());
         }
         None if refs.len() > 1 => {
-            let batches = args.random_batches.unwrap_or_else(|| default_random_batches(&models[0], args.batch));
-            let pb = bar(batches * args.batch, "agreement on random inputs");
-            let agree =
-                agreement_on_random(&mut refs, args.batch, batches, 7, &mut |done, _| pb.set_position(done as u64))?;
+            let (batches, batch) = match args.random_batches {
+                Some(n) => (n, args.batch),
+                None => default_random_run(&models[0], args.batch),
+            };
+            let pb = bar(batches * batch, "agreement on random inputs");
+            let agree = agreement_on_random(&mut refs, batch, batches, 7, &mut |done, _| pb.set_position(done as u64))?;
             pb.finish_and_clear();
             for (r, a) in reports.iter_mut().zip(agree) {
                 r.agreement = a;
@@ -226,7 +241,6 @@ fn measure(paths: &[&Path], args: &EvalArgs) -> anyhow::Result<(Vec<VerifyReport
         None => {}
     }
     if !args.no_latency {
-        let cfg = LatencyConfig::default();
         let mut configs = vec![(1, 1), (args.batch, 1)];
         let cores = latency::all_cores();
         if cores > 1 {
@@ -235,17 +249,64 @@ fn measure(paths: &[&Path], args: &EvalArgs) -> anyhow::Result<(Vec<VerifyReport
         configs.dedup();
         let pb = ProgressBar::new(configs.len() as u64);
         pb.set_style(ProgressStyle::with_template("latency {bar:40} {pos}/{len} {msg}").expect("a valid template"));
-        for (batch, threads) in configs {
-            pb.set_message(format!("batch {batch}, {threads} thread(s)"));
-            let lat = latency::measure(&mut refs, batch, threads, &cfg)?;
-            for (r, l) in reports.iter_mut().zip(lat) {
-                r.latency.push(l);
+        let started = std::time::Instant::now();
+        // Σ over the models of the batch-1 single-thread median, in seconds: the estimate's unit.
+        let mut round_b1: Option<f64> = None;
+        for (k, &(batch, threads)) in configs.iter().enumerate() {
+            let left = args.latency_budget - started.elapsed().as_secs_f64();
+            let plan = plan_latency(round_b1, batch, left, configs.len() - k);
+            match plan {
+                Err(reason) => {
+                    let note = format!("batch {batch}, {threads} thread(s): not measured, {reason}");
+                    for r in reports.iter_mut() {
+                        r.latency_skipped.push(note.clone());
+                    }
+                }
+                Ok(cfg) => {
+                    pb.set_message(format!("batch {batch}, {threads} thread(s)"));
+                    let lat = latency::measure(&mut refs, batch, threads, &cfg)?;
+                    if (batch, threads) == (1, 1) {
+                        round_b1 = Some(lat.iter().map(|l| l.median_ms / 1e3).sum());
+                    }
+                    for (r, l) in reports.iter_mut().zip(lat) {
+                        r.latency.push(l);
+                    }
+                }
             }
             pb.inc(1);
         }
         pb.finish_and_clear();
     }
     Ok((reports, data_label))
+}
+
+/// Rounds a latency configuration costs at the least: one warm-up, three timed.
+const LATENCY_MIN_ROUNDS: f64 = 4.0;
+
+/// How to measure one latency configuration within `left` seconds of the
+/// budget, with `remaining` configurations (this one included) still to go;
+/// `round_b1` is one batch-1 round of every model (seconds), known after the
+/// first configuration. The estimate of a round at `batch` is `batch ·
+/// round_b1` (threads are not counted on to help). Batch 1 before anything
+/// is known is always measured. `Err` says why a configuration is skipped.
+fn plan_latency(round_b1: Option<f64>, batch: usize, left: f64, remaining: usize) -> Result<LatencyConfig, String> {
+    let share = (left / remaining.max(1) as f64).max(0.0);
+    let base = LatencyConfig::default();
+    let Some(round) = round_b1 else {
+        return Ok(LatencyConfig { max_seconds: share.min(base.max_seconds), ..base });
+    };
+    let est = round * batch as f64;
+    let need = LATENCY_MIN_ROUNDS * est;
+    if need > left.max(0.0) {
+        return Err(format!(
+            "one round of the models is estimated at {est:.1} s (from batch 1), so at least {need:.0} s, \
+             more than the {:.0} s left of --latency-budget",
+            left.max(0.0)
+        ));
+    }
+    // Time for the warm-up round comes out of the share; at least 3 timed runs each.
+    let max_seconds = (share - est).max(0.0).min(base.max_seconds);
+    Ok(LatencyConfig { max_seconds, min_seconds: base.min_seconds.min(max_seconds), ..base })
 }
 
 pub(crate) fn run_eval(model: &Path, args: &EvalArgs) -> anyhow::Result<()> {
@@ -316,6 +377,9 @@ fn render_eval(r: &VerifyReport, data: Option<&str>) -> String {
             l.runs
         );
     }
+    for note in &r.latency_skipped {
+        let _ = writeln!(out, "latency            {note}");
+    }
     out
 }
 
@@ -366,6 +430,9 @@ fn render_compare(c: &CompareReport, data: Option<&str>) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    for note in &a.latency_skipped {
+        let _ = writeln!(out, "latency {note}");
+    }
     if let Some(g) = &b.agreement {
         let _ = writeln!(
             out,
@@ -382,15 +449,43 @@ fn render_compare(c: &CompareReport, data: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    /// 8 batches of 64 for an MNIST MLP; fewer, down to one, as a batch's
-    /// work grows past the budget (a ResNet-50 at 224×224 gets one).
+    /// 8 batches of 64 for an MNIST MLP; fewer as a sample's work grows, down
+    /// to one smaller batch of at least 16 samples.
     #[test]
-    fn random_batches_default_follows_the_model_size() {
+    fn random_run_default_follows_the_model_size() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models");
         let lenet = shrink_graph::Model::load(root.join("lenet-300-100.onnx")).unwrap();
-        assert_eq!(super::default_random_batches(&lenet, 64), 8);
-        // 266,200 MACs a sample: 100,000-sample batches fit once, a million-sample batch still runs once
-        assert_eq!(super::default_random_batches(&lenet, 100_000), 7);
-        assert_eq!(super::default_random_batches(&lenet, 1_000_000), 1);
+        // 266,200 MACs a sample: 187,828 samples fit the budget
+        assert_eq!(super::default_random_run(&lenet, 64), (8, 64));
+        assert_eq!(super::default_random_run(&lenet, 50_000), (3, 50_000));
+        assert_eq!(super::default_random_run(&lenet, 1_000_000), (1, 187_828));
+        let resnet = shrink_graph::Model::load(root.join("resnet20-cifar.onnx")).unwrap();
+        let macs = shrink_graph::summarize(&resnet).macs as f64;
+        let fit = (5e10 / macs) as usize;
+        // about 41M MACs a sample: more than 8 batches of 64 fit, fewer than 8 of 256
+        assert!((512..2048).contains(&fit), "{fit}");
+        assert_eq!(super::default_random_run(&resnet, 64), (8, 64));
+        assert_eq!(super::default_random_run(&resnet, 256), (fit / 256, 256));
+    }
+
+    /// Batch 1 is measured first within its share; a configuration whose
+    /// four rounds would not fit what is left is skipped with the reason; the
+    /// timed part of a share leaves out one warm-up round.
+    #[test]
+    fn latency_budget_plans_and_skips() {
+        use super::plan_latency;
+        let first = plan_latency(None, 1, 15.0, 4).unwrap();
+        assert_eq!(first.max_seconds, 3.75);
+        // a ResNet-18 at 224: two models at ~0.1 s a batch-1 run, batch 64 ≈ 12.8 s a round
+        let why = plan_latency(Some(0.2), 64, 12.0, 3).unwrap_err();
+        assert!(why.contains("12.8 s") && why.contains("--latency-budget"), "{why}");
+        // batch 1 again fits: 4 × 0.2 s ≤ 10 s left
+        let again = plan_latency(Some(0.2), 1, 10.0, 2).unwrap();
+        assert!((again.max_seconds - 4.8).abs() < 1e-9, "{}", again.max_seconds);
+        // an MNIST model: everything fits, capped at the default 10 s
+        let small = plan_latency(Some(0.0004), 64, 100.0, 3).unwrap();
+        assert_eq!((small.max_seconds, small.min_seconds, small.min_runs), (10.0, 1.0, 30));
+        // nothing left: even batch 1 of a fast model is skipped once the budget is spent
+        assert!(plan_latency(Some(0.0004), 1, -1.0, 1).is_err());
     }
 }

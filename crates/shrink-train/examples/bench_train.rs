@@ -1,7 +1,8 @@
 //! Trainer speed on a fixture model: SGD steps per second at a batch size,
-//! on the real MNIST training set, after a warm-up; and peak memory.
+//! on a real training set (MNIST for 28x28 grey inputs, CIFAR-10 for 3x32x32
+//! ones), after a warm-up; and peak memory.
 //!
-//! `cargo run --release -p shrink-train --example bench_train -- MODEL [--batch 64] [--steps 200]`
+//! `cargo run --release -p shrink-train --example bench_train -- MODEL [--batch 64] [--steps 200] [--warmup 20] [--batchnorm frozen|batch]`
 //! Threads: burn's flex backend runs on rayon; set `RAYON_NUM_THREADS`.
 //! Prints one line: `steps_per_s=<f> batch=<n> steps=<n> peak_rss_mb=<f> cpu_ms_per_step=<f>`;
 //! the last is the process's CPU time (all threads, from `/proc/self/stat`) per
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use shrink_data::{Layout, Preprocess, Split};
 use shrink_graph::Model;
-use shrink_train::{Executor, FineTune, LrPlan, OptimizerKind, StepInfo};
+use shrink_train::{BatchNormMode, Executor, FineTune, LrPlan, OptimizerKind, StepInfo};
 
 struct Clock {
     warmup: usize,
@@ -58,15 +59,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let batch = opt("--batch", 64)?;
     let steps = opt("--steps", 200)?;
-    let warmup = 20;
+    let warmup = opt("--warmup", 20)?;
     let model = Model::load(model_path)?;
     let mut exec = Executor::new(&model)?;
     let flat = model.graph.real_inputs().count() == 1 && {
         let s = shrink_graph::summarize(&model);
         s.inputs[0].shape.as_ref().is_some_and(|d| d.len() == 2)
     };
+    let colour = {
+        let s = shrink_graph::summarize(&model);
+        s.inputs[0].shape.as_ref().is_some_and(|d| d.len() == 4 && d[1] == "3")
+    };
+    let batchnorm = match args.iter().position(|a| a == "--batchnorm").map(|i| args.get(i + 1).map(String::as_str)) {
+        None | Some(Some("frozen")) => BatchNormMode::Frozen,
+        Some(Some("batch")) => BatchNormMode::Batch,
+        Some(other) => return Err(format!("--batchnorm: expected frozen or batch, got {other:?}").into()),
+    };
+    exec.set_batchnorm(batchnorm);
     let pre = Preprocess { layout: if flat { Layout::Flat } else { Layout::Nchw }, ..Preprocess::default() };
-    let train = shrink_data::load_builtin("mnist", Split::Train, &pre)?;
+    let train = shrink_data::load_builtin(if colour { "cifar10" } else { "mnist" }, Split::Train, &pre)?;
     let ft = FineTune {
         epochs: 1,
         max_steps: Some(warmup + steps),

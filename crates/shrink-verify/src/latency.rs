@@ -2,7 +2,8 @@
 //!
 //! - the input is a seeded uniform [0, 1) tensor of the model's input shape
 //!   (latency of these classifiers does not depend on the values);
-//! - the tract plan is built before timing; then warm-up: 3 runs, or 0.2 s;
+//! - the tract plan is built before timing; then warm-up: 3 runs and 0.2 s,
+//!   or a single run when one round takes a second or more;
 //! - then timed runs of one `run` call each, until every model has at least
 //!   [`LatencyConfig::min_runs`] and [`LatencyConfig::min_seconds`] have passed
 //!   (capped at `max_runs` / `max_seconds`);
@@ -69,7 +70,8 @@ pub fn measure(
         // warm-up
         let warm = Instant::now();
         for round in 0.. {
-            if round >= 3 && warm.elapsed().as_secs_f64() >= 0.2 {
+            let elapsed = warm.elapsed().as_secs_f64();
+            if (round >= 3 && elapsed >= 0.2) || (round >= 1 && elapsed >= 1.0) {
                 break;
             }
             for (j, x) in judges.iter_mut().zip(&inputs) {

@@ -55,6 +55,10 @@ pub struct VerifyReport {
     /// Against the reference model, when there is one.
     pub agreement: Option<AgreementReport>,
     pub latency: Vec<LatencyReport>,
+    /// Latency configurations not measured, each with the reason (e.g. over
+    /// the time budget of `shrink compare`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_skipped: Vec<String>,
 }
 
 /// Two models measured in one run: `b` against the reference `a`.

@@ -87,6 +87,24 @@ pub struct DistillParams {
     pub temperature: f32,
 }
 
+impl DistillParams {
+    /// Checks the values; `fine_tunes`: whether the stage fine-tunes at all
+    /// (distillation happens only there), `needs`: the keys that would make
+    /// it, for the message. Errors name the key.
+    pub fn check(&self, fine_tunes: bool, needs: &str) -> Result<(), StageError> {
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(StageError::param(STAGE, "distill.alpha", format!("{} is not in [0, 1]", self.alpha)));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(StageError::param(STAGE, "distill.temperature", "must be positive"));
+        }
+        if !fine_tunes {
+            return Err(StageError::param(STAGE, "distill", format!("needs {needs}")));
+        }
+        Ok(())
+    }
+}
+
 fn default_alpha() -> f32 {
     0.5
 }
@@ -220,15 +238,7 @@ impl MagnitudeParams {
         let finetune = finetune_config("finetune", &p.finetune)?;
         let final_finetune = finetune_config("final_finetune", &p.final_finetune)?;
         if let Some(d) = p.distill {
-            if !(0.0..=1.0).contains(&d.alpha) {
-                return Err(StageError::param(STAGE, "distill.alpha", format!("{} is not in [0, 1]", d.alpha)));
-            }
-            if !(d.temperature.is_finite() && d.temperature > 0.0) {
-                return Err(StageError::param(STAGE, "distill.temperature", "must be positive"));
-            }
-            if finetune.is_none() && final_finetune.is_none() {
-                return Err(StageError::param(STAGE, "distill", "needs `finetune` or `final_finetune`"));
-            }
+            d.check(finetune.is_some() || final_finetune.is_some(), "`finetune` or `final_finetune`")?;
         }
         Ok(MagnitudeConfig {
             sparsity,

@@ -15,7 +15,9 @@
 //! original channel counts). After each surgery the BatchNormalization
 //! statistics are re-estimated on `recalibrate_bn` training samples (when the
 //! pipeline has training data), then the model is fine-tuned when a
-//! `[stage.finetune]` table is given (a new executor after each surgery).
+//! `[stage.finetune]` table is given (a new executor after each surgery);
+//! with `distill = { alpha, temperature }` the fine-tune also learns the
+//! unpruned original's soft targets (knowledge distillation, Hinton et al. 2015).
 //!
 //! Criteria (`criterion`): `l1`/`l2` (weight norms of the producers' and
 //! depthwise convs' output channels), `bn-scale` (|γ|), `apoz` (1 − average
@@ -44,7 +46,7 @@ use shrink_graph::groups::{ChannelGroup, ChannelGroups, channel_groups};
 use shrink_graph::op::{self, OpKind};
 use shrink_graph::{Graph, Model, NodeId, ValueRef, rewrite, summarize};
 use shrink_stage::{LayerNote, Stage, StageCx, StageError, StageReport, glob_match};
-use shrink_train::{Executor, FineTuneConfig};
+use shrink_train::{Executor, FineTuneConfig, Loss};
 use tracing::{debug, info, instrument};
 
 pub use params::{CRITERIA, Ratio, StructuredParams};
@@ -109,6 +111,9 @@ impl StructuredPrune {
             }
             None => None,
         };
+        if let Some(d) = &params.distill {
+            d.check(finetune.is_some(), "`finetune`")?;
+        }
         Ok(StructuredPrune { params, finetune })
     }
 
@@ -185,6 +190,13 @@ impl Stage for StructuredPrune {
             Some(cx.require_train(STAGE, "structured pruning with apoz, taylor or finetune")?)
         } else {
             cx.train
+        };
+        // the unpruned original, as the teacher of `distill`
+        let teacher = match (&self.finetune, p.distill) {
+            (Some(_), Some(_)) => {
+                Some(Executor::new(cx.original).map_err(|e| StageError::failed(STAGE, format!("teacher: {e}")))?)
+            }
+            _ => None,
         };
         let unshared = rewrite::unshare_identity_weights(&mut model.graph).map_err(|e| StageError::graph(STAGE, e))?;
         let before = summarize(model);
@@ -289,15 +301,20 @@ impl Stage for StructuredPrune {
                 }
             }
             if let (Some(cfg), Some(train)) = (&self.finetune, train) {
-                let ft = cfg
+                let mut ft = cfg
                     .to_finetune(cx.seed.wrapping_add(step as u64))
                     .map_err(|e| StageError::failed(STAGE, e.to_string()))?;
+                if let Some(d) = p.distill {
+                    ft.loss = Loss::Distill { alpha: d.alpha, temperature: d.temperature };
+                }
                 let mut exec = Executor::new(model).map_err(|e| StageError::failed(STAGE, format!("finetune: {e}")))?;
                 let phase = format!("structured prune step {step}/{}: fine-tune", p.steps);
                 cx.progress.start(&phase, cfg.total_steps(train.len()) as u64);
                 let progress = &mut *cx.progress;
                 let rep = cfg
-                    .run_reporting(&ft, &mut exec, train, None, &phase, &mut |done, m| progress.update(done, m))
+                    .run_reporting(&ft, &mut exec, train, teacher.as_ref(), &phase, &mut |done, m| {
+                        progress.update(done, m)
+                    })
                     .map_err(|e| StageError::failed(STAGE, format!("finetune: {e}")))?;
                 exec.write_back(&mut model.graph).map_err(|e| StageError::failed(STAGE, format!("finetune: {e}")))?;
                 if let Some(v) = rep.best_val_accuracy {

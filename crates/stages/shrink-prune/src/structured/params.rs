@@ -50,6 +50,10 @@ pub struct StructuredParams {
     /// Fine-tuning after each step: the shared `[stage.finetune]` table.
     #[serde(default)]
     pub finetune: Option<toml::Table>,
+    /// Distil from the unpruned original while fine-tuning:
+    /// `{ alpha = 0.5, temperature = 4.0 }` (loss = alpha · T² · KL + (1 - alpha) · CE).
+    #[serde(default)]
+    pub distill: Option<crate::params::DistillParams>,
 }
 
 /// `ratio = 0.5` or `ratio = { "glob" = 0.5, ... }`.

@@ -34,6 +34,19 @@ fn params() {
     assert!(err("method = \"structured\"\nratio = 1.5").contains("parameter `ratio`: 1.5 is not in [0, 1)"));
     assert!(err("method = \"structured\"\nratio = 0.5\nsparsity = 0.5").contains("unknown field `sparsity`"));
     assert!(err("method = \"structured\"\nratio = 0.5\n[finetune]\nepoch = 1").contains("finetune"));
+    let s = StructuredPrune::from_table(&table(
+        "method = \"structured\"\nratio = 0.5\ndistill = { temperature = 3.0 }\n[finetune]\nepochs = 1",
+    ))
+    .unwrap();
+    assert_eq!(s.params.distill.map(|d| (d.alpha, d.temperature)), Some((0.5, 3.0)));
+    assert!(
+        err("method = \"structured\"\nratio = 0.5\ndistill = { alpha = 0.5 }")
+            .contains("parameter `distill`: needs `finetune`")
+    );
+    assert!(
+        err("method = \"structured\"\nratio = 0.5\ndistill = { alpha = 2.0 }\n[finetune]\nepochs = 1")
+            .contains("parameter `distill.alpha`: 2 is not in [0, 1]")
+    );
 }
 
 #[test]
