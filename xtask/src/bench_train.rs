@@ -63,17 +63,17 @@ pub(crate) fn train() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for case in CASES {
         let model = case.model;
+        let file = root.join(format!("fixtures/models/{model}.onnx"));
+        let sizes = [
+            "--batch",
+            &case.batch.to_string(),
+            "--steps",
+            &case.steps.to_string(),
+            "--warmup",
+            &case.warmup.to_string(),
+        ]
+        .map(String::from);
         for &threads in THREADS {
-            let file = root.join(format!("fixtures/models/{model}.onnx"));
-            let sizes = [
-                "--batch",
-                &case.batch.to_string(),
-                "--steps",
-                &case.steps.to_string(),
-                "--warmup",
-                &case.warmup.to_string(),
-            ]
-            .map(String::from);
             let line = output_line(
                 Command::new(&bin)
                     .current_dir(&root)

@@ -62,14 +62,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let warmup = opt("--warmup", 20)?;
     let model = Model::load(model_path)?;
     let mut exec = Executor::new(&model)?;
-    let flat = model.graph.real_inputs().count() == 1 && {
-        let s = shrink_graph::summarize(&model);
-        s.inputs[0].shape.as_ref().is_some_and(|d| d.len() == 2)
-    };
-    let colour = {
-        let s = shrink_graph::summarize(&model);
-        s.inputs[0].shape.as_ref().is_some_and(|d| d.len() == 4 && d[1] == "3")
-    };
+    let input_shape = shrink_graph::summarize(&model).inputs.first().and_then(|i| i.shape.clone());
+    let flat = model.graph.real_inputs().count() == 1 && input_shape.as_ref().is_some_and(|d| d.len() == 2);
+    let colour = input_shape.as_ref().is_some_and(|d| d.len() == 4 && d[1] == "3");
     let batchnorm = match args.iter().position(|a| a == "--batchnorm").map(|i| args.get(i + 1).map(String::as_str)) {
         None | Some(Some("frozen")) => BatchNormMode::Frozen,
         Some(Some("batch")) => BatchNormMode::Batch,
