@@ -85,7 +85,7 @@ pub(crate) struct EvalArgs {
     /// and three timed rounds of every model) does not fit what is left is
     /// skipped, and the output says so. The longer the budget, the more runs
     /// each median takes (at least 30 and 1 s while it fits, at least 3).
-    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0, value_parser = seconds)]
     latency_budget: f64,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -167,6 +167,15 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     );
     pb.set_message(what.to_string());
     pb
+}
+
+/// A number of seconds: finite and not negative.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        Ok(_) => Err(format!("{text} is not a number of seconds ≥ 0")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Multiply-accumulates one model may spend on random inputs by default.
@@ -466,6 +475,14 @@ mod tests {
         assert!((512..2048).contains(&fit), "{fit}");
         assert_eq!(super::default_random_run(&resnet, 64), (8, 64));
         assert_eq!(super::default_random_run(&resnet, 256), (fit / 256, 256));
+    }
+
+    #[test]
+    fn latency_budget_must_be_seconds() {
+        assert_eq!(super::seconds("2.5"), Ok(2.5));
+        assert!(super::seconds("-1").unwrap_err().contains("-1 is not a number of seconds ≥ 0"));
+        assert!(super::seconds("nan").unwrap_err().contains("nan is not a number of seconds"));
+        assert!(super::seconds("soon").is_err());
     }
 
     /// Batch 1 is measured first within its share; a configuration whose
