@@ -128,6 +128,11 @@ fn segmented_runtime_agrees_with_multi_output_model_and_calibration_uses_train()
     assert!(max0 <= 1e-5, "output 0 is no longer the original classifier: {max0}");
     assert!(hist[0] > 0, "no sample left at the first exit: {hist:?}");
 
+    // the input normalisation `shrink infer` must apply is the training data's (here: /255 only)
+    let pre = m.preprocess.as_ref().expect("the manifest records the input normalisation");
+    assert!(pre.scale);
+    assert_eq!((pre.mean.as_slice(), pre.std.as_slice()), (&[0.0f32][..], &[1.0f32][..]));
+
     // calibration: held out of the training split, and the recorded accuracy is reproduced there
     let c = &m.calibration;
     assert_eq!(c.split, "train");
@@ -151,4 +156,47 @@ fn segmented_runtime_agrees_with_multi_output_model_and_calibration_uses_train()
     eprintln!("policy accuracy on the calibration indices: tract {acc}, recorded {}", c.policy_accuracy);
     // one sample of slack: burn and tract may differ in the last bits at a threshold
     assert!((acc - c.policy_accuracy).abs() <= 1.0 / idx.len() as f64 + 1e-12);
+}
+
+/// `shrink infer` feeds the segments what the stage trained on: the
+/// normalisation recorded in the manifest. With a mean/std far from the
+/// model's own (convnet-mix takes plain [0, 1] pixels), the full model's
+/// accuracy on the first 200 test images differs from the unnormalised one,
+/// and infer's must match the normalised one computed here in tract.
+#[test]
+fn shrink_infer_applies_the_recorded_input_normalisation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let norm = Preprocess { mean: vec![0.5], std: vec![0.25], ..Preprocess::default() };
+    let (mut train, mut test) = (mnist(Split::Train), mnist(Split::Test));
+    train.set_preprocess(&norm).unwrap();
+    test.set_preprocess(&norm).unwrap();
+    let (original, _, m) = run_stage(tmp.path(), &train, &test);
+    let pre = m.preprocess.as_ref().unwrap();
+    assert_eq!((pre.scale, pre.mean.as_slice(), pre.std.as_slice()), (true, &[0.5f32][..], &[0.25f32][..]));
+
+    let n = 200;
+    let accuracy = |d: &InMemoryDataset| {
+        let b = d.batch(&(0..n).collect::<Vec<_>>()).unwrap();
+        let x = Tensor::from_shape(&b.shape, &b.inputs).unwrap();
+        let out = run_onnx(&original.to_bytes(), &[x]).unwrap();
+        let logits: Vec<f32> = out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect();
+        let hits = (0..n).filter(|&i| argmax(&logits[i * 10..(i + 1) * 10]) == b.labels[i] as usize).count();
+        hits as f64 / n as f64
+    };
+    let (normalised, plain) = (accuracy(&test), accuracy(&mnist(Split::Test)));
+    assert!((normalised - plain).abs() >= 0.05, "the normalisation must matter here: {normalised} vs {plain}");
+
+    let json = tmp.path().join("infer.json");
+    let out = std::process::Command::new(crate::util::shrink_bin())
+        .current_dir(root())
+        .args(["infer", tmp.path().join("early-exit").to_str().unwrap(), "--data", "mnist", "--limit", "200"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["samples"], n);
+    assert_eq!(r["full_accuracy"].as_f64().unwrap(), normalised, "infer's full model saw other inputs");
+    assert_eq!(r["mean"], serde_json::json!([0.5]));
 }

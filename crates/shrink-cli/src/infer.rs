@@ -24,6 +24,15 @@ pub(crate) struct InferArgs {
     /// Only the first N test samples.
     #[arg(long)]
     limit: Option<usize>,
+    /// Subtract these means after scaling (one value, or one per channel),
+    /// instead of those the manifest recorded from the pipeline's
+    /// `[data.preprocess]`.
+    #[arg(long, value_delimiter = ',', value_name = "M,...")]
+    mean: Option<Vec<f32>>,
+    /// Divide by these standard deviations (one, or one per channel), instead
+    /// of the manifest's.
+    #[arg(long, value_delimiter = ',', value_name = "S,...")]
+    std: Option<Vec<f32>>,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -40,6 +49,9 @@ struct InferReport {
     samples: usize,
     policy: Policy,
     thresholds: Vec<f64>,
+    /// The input normalisation applied (the manifest's, or the flags').
+    mean: Vec<f32>,
+    std: Vec<f32>,
     accuracy: f64,
     full_accuracy: f64,
     exit_counts: Vec<usize>,
@@ -86,7 +98,13 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
     if !shrink_data::BUILTIN.contains(&args.data.as_str()) {
         bail!("--data {}: not a builtin dataset ({})", args.data, shrink_data::BUILTIN.join(", "));
     }
-    let pre = Preprocess { layout: Layout::for_sample(&sample), ..Preprocess::default() };
+    let recorded = m.preprocess.clone();
+    let pre = Preprocess {
+        scale: recorded.as_ref().is_none_or(|p| p.scale),
+        mean: args.mean.clone().or(recorded.as_ref().map(|p| p.mean.clone())).unwrap_or_default(),
+        std: args.std.clone().or(recorded.as_ref().map(|p| p.std.clone())).unwrap_or_default(),
+        layout: Layout::for_sample(&sample),
+    };
     let data = shrink_data::load_builtin(&args.data, Split::Test, &pre)?;
     let n = args.limit.map_or(data.len(), |l| l.min(data.len()));
     let thresholds = m.thresholds();
@@ -136,6 +154,8 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
         samples: n,
         policy,
         thresholds: thresholds.clone(),
+        mean: pre.mean.clone(),
+        std: pre.std.clone(),
         accuracy: correct as f64 / n.max(1) as f64,
         full_accuracy: full_correct as f64 / n.max(1) as f64,
         exit_counts: counts,
@@ -156,6 +176,18 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
         n,
         args.data
     );
+    if !(pre.mean.is_empty() && pre.std.is_empty()) {
+        println!(
+            "inputs    mean {:?}  std {:?}{}",
+            pre.mean,
+            pre.std,
+            if recorded.is_some() && args.mean.is_none() && args.std.is_none() {
+                " (recorded by the stage)"
+            } else {
+                ""
+            }
+        );
+    }
     println!(
         "accuracy  {:.2} %   full model {:.2} %   drop {:+.2} pp",
         r.accuracy * 100.0,

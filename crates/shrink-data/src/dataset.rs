@@ -56,6 +56,14 @@ pub trait Dataset: Send + Sync + std::fmt::Debug {
         Vec::new()
     }
 
+    /// How raw values become model inputs (scale, per-channel mean and std;
+    /// the layout as the dataset was built): what a tool reading the raw
+    /// data again for a model made from this dataset must apply (`shrink
+    /// infer` takes it from the early-exit manifest). `None` when unknown.
+    fn preprocess(&self) -> Option<Preprocess> {
+        None
+    }
+
     /// The samples at `indices`, in that order.
     fn batch(&self, indices: &[usize]) -> Result<Batch, DataError> {
         let mut out = Batch::default();
@@ -194,6 +202,10 @@ impl Dataset for InMemoryDataset {
         self.plan.background()
     }
 
+    fn preprocess(&self) -> Option<Preprocess> {
+        Some(self.plan.preprocess(self.sample_shape.len() == 1 && self.stored_shape.len() > 1))
+    }
+
     fn batch_into(&self, indices: &[usize], out: &mut Batch) -> Result<(), DataError> {
         check_indices(indices, self.len())?;
         out.shape.clear();
@@ -248,6 +260,10 @@ impl Dataset for Subset {
         self.inner.background()
     }
 
+    fn preprocess(&self) -> Option<Preprocess> {
+        self.inner.preprocess()
+    }
+
     fn batch_into(&self, indices: &[usize], out: &mut Batch) -> Result<(), DataError> {
         check_indices(indices, self.len())?;
         let mapped: Vec<usize> = indices.iter().map(|&i| self.indices[i]).collect();
@@ -290,6 +306,10 @@ impl Dataset for SubsetRef<'_> {
 
     fn background(&self) -> Vec<f32> {
         self.inner.background()
+    }
+
+    fn preprocess(&self) -> Option<Preprocess> {
+        self.inner.preprocess()
     }
 
     fn batch_into(&self, indices: &[usize], out: &mut Batch) -> Result<(), DataError> {

@@ -97,6 +97,17 @@ impl Preprocess {
 
 impl Plan {
     /// What a raw 0 becomes in each channel.
+    /// The [`Preprocess`] this plan came from, with its values expanded to
+    /// one per channel.
+    pub(crate) fn preprocess(&self, flat: bool) -> Preprocess {
+        Preprocess {
+            scale: self.div != 1.0,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            layout: if flat { Layout::Flat } else { Layout::Nchw },
+        }
+    }
+
     pub(crate) fn background(&self) -> Vec<f32> {
         self.mean.iter().zip(&self.std).map(|(m, s)| -m / s).collect()
     }

@@ -342,13 +342,18 @@ fn preprocess_per_channel_and_flat() {
     // A black pixel's value per channel, through a subset too: what augmentation pads with.
     assert_eq!(d.background(), vec![expect[0], -1.0]);
     assert_eq!(crate::SubsetRef::new(&d, vec![0]).unwrap().background(), d.background());
+    // The preprocessing reads back as given (what the early-exit manifest records), through a subset too.
+    assert_eq!(d.preprocess(), Some(pp.clone()));
+    assert_eq!(crate::SubsetRef::new(&d, vec![0]).unwrap().preprocess(), Some(pp.clone()));
     d.set_preprocess(&Preprocess::default()).unwrap();
+    assert_eq!(d.preprocess(), Some(Preprocess { mean: vec![0.0, 0.0], std: vec![1.0, 1.0], ..Preprocess::default() }));
     assert_eq!(d.background(), vec![0.0, 0.0]);
     assert_eq!(d.sample_shape(), &[2, 2, 1]);
     assert_eq!(d.batch(&[0]).unwrap().inputs[1], 1.0);
     // one value applies to every channel
-    d.set_preprocess(&Preprocess { mean: vec![1.0], ..Preprocess::default() }).unwrap();
-    assert_eq!(d.batch(&[0]).unwrap().inputs[..2], [-1.0, 0.0]);
+    d.set_preprocess(&Preprocess { mean: vec![1.0], scale: false, ..Preprocess::default() }).unwrap();
+    assert_eq!(d.batch(&[0]).unwrap().inputs[..2], [-1.0, 254.0]);
+    assert_eq!(d.preprocess().map(|p| (p.scale, p.mean)), Some((false, vec![1.0, 1.0])));
 }
 
 #[test]

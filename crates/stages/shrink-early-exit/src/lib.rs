@@ -55,7 +55,7 @@ mod tests;
 
 use shrink_stage::{Registry, Stage, StageError, StageFactory};
 
-pub use manifest::{MANIFEST, Manifest, SegmentEntry};
+pub use manifest::{InputPreprocess, MANIFEST, Manifest, SegmentEntry};
 pub use policy::Policy;
 pub use stage::{DIR, EarlyExit};
 

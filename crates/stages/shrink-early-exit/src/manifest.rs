@@ -16,6 +16,10 @@
 //! [calibration]            # the held-out part of the training split
 //! split = "train"
 //! ...
+//! [preprocess]             # the pipeline's [data.preprocess], applied by `shrink infer`
+//! scale = true
+//! mean = [0.4914, 0.4822, 0.4465]
+//! std = [0.247, 0.2435, 0.2616]
 //! ```
 
 use std::path::Path;
@@ -42,6 +46,11 @@ pub struct Manifest {
     /// MACs of the full model per sample.
     pub full_macs: u64,
     pub calibration: CalibrationEntry,
+    /// How raw dataset values became the model's inputs when the stage ran
+    /// (the pipeline's `[data.preprocess]`), so that `shrink infer` feeds
+    /// the segments the same. Absent: scale to [0, 1] only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<InputPreprocess>,
     /// Segments in execution order; the last one has no feature and no threshold.
     pub segments: Vec<SegmentEntry>,
 }
@@ -64,6 +73,18 @@ pub struct SegmentEntry {
     pub cumulative_macs: u64,
     /// `cumulative_macs / full_macs`.
     pub relative_cost: f64,
+}
+
+/// The input normalisation: `(raw / 255 if scale - mean[c]) / std[c]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputPreprocess {
+    /// Raw values were divided by 255.
+    pub scale: bool,
+    /// One per channel (or one for all; empty: 0).
+    pub mean: Vec<f32>,
+    /// One per channel (or one for all; empty: 1).
+    pub std: Vec<f32>,
 }
 
 /// Where the thresholds came from.

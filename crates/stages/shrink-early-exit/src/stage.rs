@@ -11,7 +11,7 @@ use tracing::{debug, info, instrument};
 
 use crate::KIND;
 use crate::graph::{self, Head};
-use crate::manifest::{CalibrationEntry, MANIFEST, Manifest, SegmentEntry};
+use crate::manifest::{CalibrationEntry, InputPreprocess, MANIFEST, Manifest, SegmentEntry};
 use crate::params::{Distill, Exits, Params};
 use crate::policy::{Policy, SampleOutcome, calibrate};
 
@@ -327,6 +327,7 @@ impl Stage for EarlyExit {
                 exit_fractions: chosen.exit_fractions.clone(),
                 exit_accuracy: exit_accuracy.clone(),
             },
+            preprocess: train.preprocess().map(|p| InputPreprocess { scale: p.scale, mean: p.mean, std: p.std }),
             segments: entries,
         };
         write(&dir, MANIFEST, manifest.to_toml()?.as_bytes())?;
