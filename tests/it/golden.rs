@@ -3,27 +3,92 @@
 //! that quick run must reproduce, each with its tolerance.
 //!
 //! Always: every case names an existing pipeline and its quick overrides
-//! apply. With `SHRINK_GOLDEN=1` (CI sets it): every case runs in quick mode,
+//! apply. With `SHRINK_GOLDEN=1` (CI sets it; `SHRINK_GOLDEN_ONLY=a,b` keeps
+//! just the cases named): every case runs in quick mode,
 //! in process, and each figure must lie within its tolerance. A case with
 //! `known_failure = "reason"` still runs and prints its figures, but does not
 //! fail the test: known failures are recorded, not deleted.
 //!
-//! Figures (`[case.expect]`, each `[value, tolerance]`):
+//! Figures (`[case.expect]`, each `[value, tolerance]` for a figure the run
+//! must reproduce, or `{ min = a }` / `{ max = b }` / both for a claim, e.g.
+//! "at least 2x faster" is `latency_ratio_b1 = { max = 0.5 }`):
 //! - `accuracy`: top-1 of the final model on the pipeline's test data (tract);
 //! - `accuracy_drop`: the original's top-1 minus the final model's;
 //! - `nonzero_fraction`: non-zero parameters of the final model / the original's parameters;
 //! - `onnx_ratio`: the original's ONNX bytes / the final model's;
-//! - `figure:NAME`: the last stage figure called NAME (e.g. `figure:ratio` of the huffman stage).
+//! - `latency_ratio_bN`: the final model's median tract latency at batch N /
+//!   the original's, measured interleaved by the run's verify step (the case
+//!   must leave `verify.latency` on and list N in `verify.batch_sizes`);
+//! - `figure:NAME`: the last stage figure called NAME (e.g. `figure:ratio` of the huffman stage);
+//! - `infer:NAME`: a field of `shrink infer`'s JSON report (`accuracy`,
+//!   `latency_ratio`, `mean_relative_macs`, ...; `infer:accuracy_drop` is its
+//!   full model's accuracy minus the segmented one's), run on the case's
+//!   OUTPUT/early-exit/ with the arguments of the case's `infer` list.
 
 use shrink_pipeline::{Pipeline, Report};
 
 use crate::util::root;
 
+/// What a figure must be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Bound {
+    /// `[value, tolerance]`: |got - value| <= tolerance.
+    Near(f64, f64),
+    /// `{ min = a, max = b }`, either optional: a <= got <= b.
+    Range(Option<f64>, Option<f64>),
+}
+
+impl Bound {
+    fn holds(&self, got: f64) -> bool {
+        match *self {
+            Bound::Near(want, tol) => (got - want).abs() <= tol,
+            Bound::Range(lo, hi) => lo.is_none_or(|lo| got >= lo) && hi.is_none_or(|hi| got <= hi),
+        }
+    }
+
+    fn parse(v: &toml::Value) -> Result<Bound, String> {
+        let num = |x: &toml::Value| x.as_float().or_else(|| x.as_integer().map(|i| i as f64));
+        match v {
+            toml::Value::Array(a) if a.len() == 2 => match (num(&a[0]), num(&a[1])) {
+                (Some(want), Some(tol)) if tol >= 0.0 => Ok(Bound::Near(want, tol)),
+                _ => Err("must be [value, tolerance] with numbers and tolerance >= 0".into()),
+            },
+            toml::Value::Table(t) => {
+                if let Some(k) = t.keys().find(|k| *k != "min" && *k != "max") {
+                    return Err(format!("unknown key `{k}` (min, max)"));
+                }
+                let get = |k: &str| t.get(k).map(|x| num(x).ok_or(format!("{k} must be a number"))).transpose();
+                let (lo, hi) = (get("min")?, get("max")?);
+                match (lo, hi) {
+                    (None, None) => Err("needs min or max".into()),
+                    (Some(a), Some(b)) if a > b => Err(format!("min {a} > max {b}")),
+                    _ => Ok(Bound::Range(lo, hi)),
+                }
+            }
+            _ => Err("must be [value, tolerance] or { min = a, max = b }".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Bound::Near(want, tol) => write!(f, "{want} ± {tol}"),
+            Bound::Range(Some(a), Some(b)) => write!(f, "in [{a}, {b}]"),
+            Bound::Range(Some(a), None) => write!(f, ">= {a}"),
+            Bound::Range(None, Some(b)) => write!(f, "<= {b}"),
+            Bound::Range(None, None) => write!(f, "anything"),
+        }
+    }
+}
+
 struct Case {
     name: String,
     pipeline: String,
     quick: Vec<String>,
-    expect: Vec<(String, f64, f64)>,
+    expect: Vec<(String, Bound)>,
+    /// Arguments of `shrink infer OUTPUT/early-exit ...` (after the folder).
+    infer: Option<Vec<String>>,
     known_failure: Option<String>,
 }
 
@@ -36,23 +101,26 @@ fn cases() -> Vec<Case> {
         let t = c.as_table().expect("a [[case]] table");
         let s = |k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let pipeline = s("pipeline").expect("case.pipeline");
-        let quick = t
-            .get("quick")
-            .and_then(|q| q.as_array())
-            .map(|a| a.iter().map(|v| v.as_str().expect("quick overrides are strings").to_string()).collect())
-            .unwrap_or_default();
+        let strings = |k: &str| {
+            t.get(k).and_then(|q| q.as_array()).map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or_else(|| panic!("{pipeline}: {k} holds strings")).to_string())
+                    .collect()
+            })
+        };
+        let quick = strings("quick").unwrap_or_default();
+        let infer = strings("infer");
         let mut expect = Vec::new();
         for (k, v) in t.get("expect").and_then(|e| e.as_table()).cloned().unwrap_or_default() {
-            let pair = v.as_array().unwrap_or_else(|| panic!("{pipeline}: expect.{k} must be [value, tolerance]"));
-            let num = |x: &toml::Value| x.as_float().or_else(|| x.as_integer().map(|i| i as f64)).unwrap();
-            assert_eq!(pair.len(), 2, "{pipeline}: expect.{k} must be [value, tolerance]");
-            expect.push((k, num(&pair[0]), num(&pair[1])));
+            let b = Bound::parse(&v).unwrap_or_else(|e| panic!("{pipeline}: expect.{k} {e}"));
+            expect.push((k, b));
         }
         out.push(Case {
             name: s("name").unwrap_or_else(|| pipeline.clone()),
             pipeline,
             quick,
             expect,
+            infer,
             known_failure: s("known_failure"),
         });
     }
@@ -64,8 +132,8 @@ pub(crate) fn quick_overrides(name: &str) -> Vec<String> {
     cases().into_iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no golden case {name}")).quick
 }
 
-/// The figure `name` of a finished run.
-fn figure(report: &Report, name: &str) -> Option<f64> {
+/// The figure `name` of a finished run (`infer`: `shrink infer`'s JSON report, if run).
+fn figure(report: &Report, infer: Option<&serde_json::Value>, name: &str) -> Option<f64> {
     let first = report.rows.first()?;
     let last = report.rows.last()?;
     match name {
@@ -73,11 +141,30 @@ fn figure(report: &Report, name: &str) -> Option<f64> {
         "accuracy_drop" => Some(first.accuracy? - last.accuracy?),
         "nonzero_fraction" => Some(last.size.nonzero_params as f64 / first.size.params.max(1) as f64),
         "onnx_ratio" => Some(first.size.onnx_bytes as f64 / last.size.onnx_bytes.max(1) as f64),
+        "infer:accuracy_drop" => {
+            let i = infer?;
+            Some(i["full_accuracy"].as_f64()? - i["accuracy"].as_f64()?)
+        }
         _ => {
+            if let Some(b) = name.strip_prefix("latency_ratio_b") {
+                let b: usize = b.parse().ok()?;
+                return last.latency_ratio.iter().find(|(x, _)| *x == b).map(|(_, r)| *r);
+            }
+            if let Some(key) = name.strip_prefix("infer:") {
+                return infer?.get(key)?.as_f64();
+            }
             let key = name.strip_prefix("figure:")?;
             report.rows.iter().rev().find_map(|r| r.stage.as_ref()?.figures.get(key).copied())
         }
     }
+}
+
+/// Figure names the harness knows (before the run, so a typo fails every build, not just CI).
+fn known_figure(k: &str) -> bool {
+    ["accuracy", "accuracy_drop", "nonzero_fraction", "onnx_ratio"].contains(&k)
+        || k.starts_with("figure:")
+        || k.starts_with("infer:")
+        || k.strip_prefix("latency_ratio_b").is_some_and(|b| b.parse::<usize>().is_ok_and(|b| b > 0))
 }
 
 #[test]
@@ -88,11 +175,21 @@ fn golden_cases_name_pipelines_whose_quick_overrides_apply() {
         let path = root().join(&c.pipeline);
         Pipeline::load(&path, &c.quick).unwrap_or_else(|e| panic!("golden case {}: {e}", c.name));
         assert!(!c.expect.is_empty(), "golden case {} expects nothing", c.name);
-        for (k, _, tol) in &c.expect {
-            let known = ["accuracy", "accuracy_drop", "nonzero_fraction", "onnx_ratio"].contains(&k.as_str())
-                || k.starts_with("figure:");
-            assert!(known, "golden case {}: unknown figure `{k}`", c.name);
-            assert!(*tol >= 0.0, "golden case {}: negative tolerance for {k}", c.name);
+        for (k, _) in &c.expect {
+            assert!(known_figure(k), "golden case {}: unknown figure `{k}`", c.name);
+            if k.starts_with("infer:") {
+                assert!(c.infer.is_some(), "golden case {}: `{k}` needs an `infer` argument list", c.name);
+            }
+            if let Some(b) = k.strip_prefix("latency_ratio_b") {
+                // a latency figure needs the run to measure that batch size
+                let p = Pipeline::load(&path, &c.quick).unwrap();
+                let b: usize = b.parse().unwrap();
+                assert!(
+                    p.file.verify.latency && p.file.verify.batch_sizes.contains(&b),
+                    "golden case {}: `{k}` needs verify.latency on and batch {b} in verify.batch_sizes",
+                    c.name
+                );
+            }
         }
     }
 }
@@ -118,8 +215,14 @@ fn golden_figures_hold_in_quick_mode() {
         eprintln!("skipped: set SHRINK_GOLDEN=1 to run the quick golden pipelines");
         return;
     }
+    // SHRINK_GOLDEN_ONLY=a,b runs just those cases (while working on them; CI runs all)
+    let only: Option<Vec<String>> =
+        std::env::var("SHRINK_GOLDEN_ONLY").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let mut failures = Vec::new();
     for c in cases() {
+        if only.as_ref().is_some_and(|o| !o.contains(&c.name)) {
+            continue;
+        }
         let out = tempfile::tempdir().unwrap();
         let run_dir = out.path().join("run");
         // Run as a user would: the `shrink` binary, from the repository root
@@ -137,17 +240,48 @@ fn golden_figures_hold_in_quick_mode() {
         eprintln!("golden {}: {:.0} s", c.name, t0.elapsed().as_secs_f64());
         let json = std::fs::read_to_string(run_dir.join("report.json")).unwrap();
         let report: Report = serde_json::from_str(&json).unwrap();
-        for (k, want, tol) in &c.expect {
-            let got = figure(&report, k);
-            let ok = got.is_some_and(|g| (g - want).abs() <= *tol);
-            eprintln!("  {k}: {got:?} (expected {want} ± {tol}){}", if ok { "" } else { "  <-- outside" });
+        let infer = c.infer.as_ref().map(|args| {
+            let out = run_dir.join("infer.json");
+            let o = std::process::Command::new(crate::util::shrink_bin())
+                .current_dir(root())
+                .arg("infer")
+                .arg(run_dir.join("early-exit"))
+                .args(args)
+                .arg("--json")
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "golden case {}: shrink infer: {}", c.name, String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+            v
+        });
+        for (k, bound) in &c.expect {
+            let got = figure(&report, infer.as_ref(), k);
+            let ok = got.is_some_and(|g| bound.holds(g));
+            eprintln!("  {k}: {got:?} (expected {bound}){}", if ok { "" } else { "  <-- outside" });
             if !ok {
                 match &c.known_failure {
                     Some(why) => eprintln!("  known failure: {why}"),
-                    None => failures.push(format!("{}: {k} = {got:?}, expected {want} ± {tol}", c.name)),
+                    None => failures.push(format!("{}: {k} = {got:?}, expected {bound}", c.name)),
                 }
             }
         }
     }
     assert!(failures.is_empty(), "golden figures outside their tolerance:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn golden_bounds_parse_and_hold_as_written() {
+    let v = |s: &str| -> toml::Value { toml::from_str::<toml::Table>(&format!("x = {s}")).unwrap()["x"].clone() };
+    let near = Bound::parse(&v("[0.5, 0.1]")).unwrap();
+    assert!(near.holds(0.45) && near.holds(0.6) && !near.holds(0.61) && !near.holds(0.39));
+    let max = Bound::parse(&v("{ max = 0.5 }")).unwrap();
+    assert!(max.holds(0.1) && max.holds(0.5) && !max.holds(0.51));
+    let min = Bound::parse(&v("{ min = 40 }")).unwrap();
+    assert!(min.holds(42.0) && !min.holds(39.9));
+    for bad in ["[1]", "[1, -0.1]", "{ max = 1, mni = 0 }", "{}", "{ min = 2, max = 1 }", "\"x\""] {
+        assert!(Bound::parse(&v(bad)).is_err(), "{bad} parsed");
+    }
+    assert!(known_figure("latency_ratio_b64") && known_figure("infer:latency_ratio"));
+    assert!(!known_figure("latency_ratio_b") && !known_figure("latency_ratio_bx") && !known_figure("acuracy"));
 }

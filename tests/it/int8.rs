@@ -292,7 +292,6 @@ fn forms_side_by_side() {
             ("qdq", "qdq", "uint8", &calib),
             ("qdq minmax", "qdq", "uint8", "minmax"),
             ("qdq mse", "qdq", "uint8", "mse"),
-            ("qdq entropy", "qdq", "uint8", "entropy"),
             ("qdq int8-act", "qdq", "int8", &calib),
             ("qlinear", "qlinear", "uint8", &calib),
             ("qlinear int8-act", "qlinear", "int8", &calib),

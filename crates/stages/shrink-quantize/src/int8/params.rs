@@ -44,6 +44,7 @@ pub enum Calibration {
     /// The range (a shrunk min/max) whose quantisation has the least mean squared error.
     Mse,
     /// TensorRT's entropy calibration: the |x| threshold minimising KL(P‖Q).
+    /// Refused by the stage (see `ENTROPY_REFUSED`); parsed so the error can say why.
     Entropy,
 }
 
@@ -82,7 +83,7 @@ pub struct Int8Params {
     /// Export form: "qdq" | "qlinear" | "weight-only" | "dynamic" | "auto" (default "auto").
     #[serde(default = "default_form")]
     pub form: Form,
-    /// Activation range choice: "minmax" | "percentile" | "mse" | "entropy" (default "percentile").
+    /// Activation range choice: "minmax" | "percentile" | "mse" (default "percentile"); "entropy" is refused.
     #[serde(default = "default_calibration")]
     pub calibration: Calibration,
     /// Training samples (a seeded random subset of `[data] train`) used for calibration (default 512).
