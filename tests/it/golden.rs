@@ -146,8 +146,7 @@ fn figure(report: &Report, infer: Option<&serde_json::Value>, name: &str) -> Opt
             Some(i["full_accuracy"].as_f64()? - i["accuracy"].as_f64()?)
         }
         _ => {
-            if let Some(b) = name.strip_prefix("latency_ratio_b") {
-                let b: usize = b.parse().ok()?;
+            if let Some(b) = latency_batch(name) {
                 return last.latency_ratio.iter().find(|(x, _)| *x == b).map(|(_, r)| *r);
             }
             if let Some(key) = name.strip_prefix("infer:") {
@@ -159,12 +158,17 @@ fn figure(report: &Report, infer: Option<&serde_json::Value>, name: &str) -> Opt
     }
 }
 
+/// The batch size N of a `latency_ratio_bN` figure.
+fn latency_batch(name: &str) -> Option<usize> {
+    name.strip_prefix("latency_ratio_b")?.parse().ok().filter(|&b| b > 0)
+}
+
 /// Figure names the harness knows (before the run, so a typo fails every build, not just CI).
 fn known_figure(k: &str) -> bool {
     ["accuracy", "accuracy_drop", "nonzero_fraction", "onnx_ratio"].contains(&k)
         || k.starts_with("figure:")
         || k.starts_with("infer:")
-        || k.strip_prefix("latency_ratio_b").is_some_and(|b| b.parse::<usize>().is_ok_and(|b| b > 0))
+        || latency_batch(k).is_some()
 }
 
 #[test]
@@ -173,17 +177,15 @@ fn golden_cases_name_pipelines_whose_quick_overrides_apply() {
     assert!(!cases.is_empty(), "tests/golden.toml has no cases");
     for c in &cases {
         let path = root().join(&c.pipeline);
-        Pipeline::load(&path, &c.quick).unwrap_or_else(|e| panic!("golden case {}: {e}", c.name));
+        let p = Pipeline::load(&path, &c.quick).unwrap_or_else(|e| panic!("golden case {}: {e}", c.name));
         assert!(!c.expect.is_empty(), "golden case {} expects nothing", c.name);
         for (k, _) in &c.expect {
             assert!(known_figure(k), "golden case {}: unknown figure `{k}`", c.name);
             if k.starts_with("infer:") {
                 assert!(c.infer.is_some(), "golden case {}: `{k}` needs an `infer` argument list", c.name);
             }
-            if let Some(b) = k.strip_prefix("latency_ratio_b") {
+            if let Some(b) = latency_batch(k) {
                 // a latency figure needs the run to measure that batch size
-                let p = Pipeline::load(&path, &c.quick).unwrap();
-                let b: usize = b.parse().unwrap();
                 assert!(
                     p.file.verify.latency && p.file.verify.batch_sizes.contains(&b),
                     "golden case {}: `{k}` needs verify.latency on and batch {b} in verify.batch_sizes",
@@ -252,8 +254,7 @@ fn golden_figures_hold_in_quick_mode() {
                 .output()
                 .unwrap();
             assert!(o.status.success(), "golden case {}: shrink infer: {}", c.name, String::from_utf8_lossy(&o.stderr));
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-            v
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&out).unwrap()).unwrap()
         });
         for (k, bound) in &c.expect {
             let got = figure(&report, infer.as_ref(), k);
