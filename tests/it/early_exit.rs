@@ -27,15 +27,16 @@ fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |b, (i, &x)| if x > row[b] { i } else { b })
 }
 
-/// Runs the stage on convnet-mix with a few training steps (head quality does
-/// not matter here: agreement and provenance do).
+/// Runs the stage on convnet-mix (max-pool heads, as shipped) with a few
+/// training steps (head quality does not matter here: agreement and
+/// provenance do).
 fn run_stage(out: &Path, train: &InMemoryDataset, test: &InMemoryDataset) -> (Model, Model, Manifest) {
     let original = Model::load(fixtures().join("models/convnet-mix.onnx")).unwrap();
     let table: toml::Table = toml::from_str(
         r#"
         exits = "auto"
         calibration = 1000
-        head = { pool = "flatten" }
+        head = { pool = "max", kernel = 2 }   # the shipped pipeline's head
         [finetune]
         max_steps = 15
         batch_size = 64

@@ -501,6 +501,8 @@ struct InferFigures {
     /// the profile of the `shrink` binary that measured (`unknown` in older files)
     build: String,
     samples: f64,
+    /// timings per sample and model, the fastest kept (1 in older files)
+    repeat: f64,
     policy: String,
     thresholds: Vec<f64>,
     accuracy: f64,
@@ -528,6 +530,7 @@ impl InferFigures {
             data: str("data")?,
             build: str("build").unwrap_or_else(|_| "unknown".into()),
             samples: num("samples")?,
+            repeat: num("repeat").unwrap_or(1.0),
             policy: str("policy")?,
             thresholds: nums("thresholds")?,
             accuracy: num("accuracy")?,
@@ -556,20 +559,24 @@ struct InferRun {
     figures: InferFigures,
 }
 
-/// Runs `shrink infer OUT/early-exit --data DATA --json OUT/infer.json` with
+/// Timings per sample and model in the bench's `shrink infer` (the fastest
+/// kept): one preempted call on a shared machine does not move the mean.
+const INFER_REPEAT: &str = "3";
+
+/// Runs `shrink infer OUT/early-exit --data DATA --repeat 3 --json OUT/infer.json` with
 /// the bench's binary, or (`shrink` None: `--reuse`) reads the `infer.json`
 /// already there, provided it is newer than the run's manifest and measured
 /// `data`.
 fn run_infer(root: &Path, shrink: Option<&Path>, b: &PipelineBench, out: &str, data: &str) -> anyhow::Result<InferRun> {
     let (dir, json) = (format!("{out}/early-exit"), format!("{out}/infer.json"));
-    let command = format!("shrink infer {dir} --data {data} --json {json}");
+    let command = format!("shrink infer {dir} --data {data} --repeat {INFER_REPEAT} --json {json}");
     let manifest = root.join(&dir).join("early-exit.toml");
     anyhow::ensure!(manifest.is_file(), "{dir}/early-exit.toml is missing: is {} an early-exit pipeline?", b.pipeline);
     let t0 = std::time::Instant::now();
     let reused = shrink.is_none();
     if let Some(shrink) = shrink {
         let mut cmd = Command::new(shrink);
-        cmd.current_dir(root).args(["infer", &dir, "--data", data, "--json", &json]);
+        cmd.current_dir(root).args(["infer", &dir, "--data", data, "--repeat", INFER_REPEAT, "--json", &json]);
         println!("bench {}: {:?}", b.name, cmd);
         crate::run_cmd(&mut cmd)?;
     } else {
@@ -634,7 +641,7 @@ fn infer_section(b: &PipelineBench, i: &InferRun) -> String {
     format!(
         "\n### The segmented model in tract, batch 1 (`shrink infer`)\n\n\
          {how}: {:.0} {} test samples one at a time, 1 thread, segmented and full model interleaved sample by \
-         sample after a warm-up; policy `{}`; `shrink` {} build.\n\n\
+         sample after a warm-up, {}; policy `{}`; `shrink` {} build.\n\n\
          | model | accuracy | Δ pp | mean ms | median ms | p90 ms | mean relative MACs |\n\
          |---|---|---|---|---|---|---|\n\
          | full | {:.2} % | +0.00 | {:.4} | {:.4} | {:.4} | 1.000 |\n\
@@ -643,6 +650,11 @@ fn infer_section(b: &PipelineBench, i: &InferRun) -> String {
          Exits taken: {}.\n",
         f.samples,
         f.data,
+        if f.repeat > 1.0 {
+            format!("each timed {:.0} times, fastest kept", f.repeat)
+        } else {
+            "each timed once".into()
+        },
         f.policy,
         f.build,
         f.full_accuracy * 100.0,

@@ -2,7 +2,8 @@
 //! segment in tract, one sample at a time (batch 1), with the thresholds of
 //! DIR/early-exit.toml; reports accuracy, the exit histogram and the latency
 //! (mean, p90) against the full model measured in the same run, interleaved
-//! sample by sample (order alternating), after a warm-up of both.
+//! sample by sample (order alternating), after a warm-up of both. With
+//! `--repeat R` each sample is timed R times per model and the fastest kept.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +34,12 @@ pub(crate) struct InferArgs {
     /// of the manifest's.
     #[arg(long, value_delimiter = ',', value_name = "S,...")]
     std: Option<Vec<f32>>,
+    /// Time each sample this many times (both models, order alternating) and
+    /// keep each model's fastest: robust to other work on the machine (a
+    /// preempted call counts as the fastest of its repeats, not as itself).
+    /// 1 times each sample once, as a single user call would see it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -47,6 +54,8 @@ struct InferReport {
     /// workspace's own crates mostly unoptimised, tract optimised) or `release`.
     build: &'static str,
     samples: usize,
+    /// Timings per sample and model; each latency figure is the fastest of them.
+    repeat: u32,
     policy: Policy,
     thresholds: Vec<f64>,
     /// The input normalisation applied (the manifest's, or the flags').
@@ -134,13 +143,21 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
             let pred = l.argmax(0);
             Ok((t.elapsed().as_secs_f64() * 1e3, pred))
         };
-        let ((ts, exit, pred), (tf, fpred)) = if i % 2 == 0 {
-            let s = time_seg()?;
-            (s, time_full()?)
-        } else {
-            let f = time_full()?;
-            (time_seg()?, f)
-        };
+        let (mut ts, mut tf) = (f64::INFINITY, f64::INFINITY);
+        let (mut exit, mut pred, mut fpred) = (0, 0, 0);
+        for rep in 0..args.repeat as usize {
+            // the order alternates over samples and repeats, so neither model
+            // always runs on the caches the other has just warmed
+            let ((s, e, p), (f, fp)) = if (i + rep) % 2 == 0 {
+                let s = time_seg()?;
+                (s, time_full()?)
+            } else {
+                let f = time_full()?;
+                (time_seg()?, f)
+            };
+            (ts, tf) = (ts.min(s), tf.min(f));
+            (exit, pred, fpred) = (e, p, fp);
+        }
         seg_ms.push(ts);
         full_ms.push(tf);
         counts[exit] += 1;
@@ -152,6 +169,7 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
         data: args.data.clone(),
         build: if cfg!(debug_assertions) { "dev" } else { "release" },
         samples: n,
+        repeat: args.repeat,
         policy,
         thresholds: thresholds.clone(),
         mean: pre.mean.clone(),
@@ -169,12 +187,13 @@ pub(crate) fn run(args: &InferArgs) -> anyhow::Result<()> {
         mean_relative_macs: macs / n.max(1) as f64,
     };
     println!(
-        "early exit: {} ({} segments, policy {}), {} {} test samples, batch 1, 1 thread",
+        "early exit: {} ({} segments, policy {}), {} {} test samples, batch 1, 1 thread{}",
         args.dir.display(),
         m.segments.len(),
         policy.name(),
         n,
-        args.data
+        args.data,
+        if args.repeat > 1 { format!(", fastest of {} timings per sample", args.repeat) } else { String::new() }
     );
     if !(pre.mean.is_empty() && pre.std.is_empty()) {
         println!(

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use shrink_data::SplitMix64;
-use shrink_graph::builder::{attr_int, tensor_info};
+use shrink_graph::builder::{attr_int, attr_ints, tensor_info};
 use shrink_graph::{DataType, Dim, Graph, Model, NodeId, NodeKind, Op, Shape, Tensor, ValueRef, infer_shapes};
 use shrink_stage::StageError;
 use tracing::debug;
@@ -223,7 +223,36 @@ pub fn add_head(
             shape[0]
         }
         "flatten" => shape.iter().product(),
-        other => return Err(StageError::param(KIND, "head.pool", format!("`{other}` is not one of gap, flatten"))),
+        "avg" | "max" => {
+            let k = head.kernel;
+            let &[c, h, w] = shape else {
+                return Err(StageError::param(
+                    KIND,
+                    "head.pool",
+                    format!("`{pool}` needs a [C, H, W] tensor; `{name}` is {shape:?}"),
+                ));
+            };
+            if k == 0 || k > h || k > w {
+                return Err(StageError::param(
+                    KIND,
+                    "head.kernel",
+                    format!("{k} does not fit the {h}x{w} maps of `{name}`"),
+                ));
+            }
+            let op = if pool == "avg" { "AveragePool" } else { "MaxPool" };
+            let mut p = Op::new(op, &format!("/{prefix}/{pool}pool"), 1, vec![format!("/{prefix}/{pool}pool_out")]);
+            p.attributes.push(attr_ints("kernel_shape", &[k as i64, k as i64]));
+            p.attributes.push(attr_ints("strides", &[k as i64, k as i64]));
+            x = ValueRef(graph.add_op(p, &[Some(x)]), 0);
+            c * (h / k) * (w / k)
+        }
+        other => {
+            return Err(StageError::param(
+                KIND,
+                "head.pool",
+                format!("`{other}` is not one of gap, flatten, avg, max"),
+            ));
+        }
     };
     let mut flat = Op::new("Flatten", &format!("/{prefix}/flatten"), 1, vec![format!("/{prefix}/flat")]);
     flat.attributes.push(attr_int("axis", 1));

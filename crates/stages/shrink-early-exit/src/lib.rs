@@ -11,7 +11,7 @@
 //! target_accuracy_drop = 0.005
 //! calibration = 5000          # training samples held out to calibrate
 //! train = "heads"             # the only mode: heads one at a time, backbone frozen
-//! head = { pool = "flatten", hidden = [] }   # pool: gap | flatten; hidden: [] or [width]
+//! head = { pool = "flatten", hidden = [] }   # pool: gap | flatten | avg | max (with kernel = K); hidden: [] or [width]
 //! self_distill = { alpha = 0.5, temperature = 4.0 }   # optional, from the final exit
 //! [stage.finetune]            # the shared table, for every head (default: 1 epoch, Adam 0.002)
 //! ```

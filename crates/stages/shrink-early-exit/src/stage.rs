@@ -65,12 +65,15 @@ impl EarlyExit {
                 "at most one positive width (a head has 1 or 2 Gemm layers)",
             ));
         }
-        if !["gap", "flatten"].contains(&params.head.pool.as_str()) {
+        if !["gap", "flatten", "avg", "max"].contains(&params.head.pool.as_str()) {
             return Err(StageError::param(
                 KIND,
                 "head.pool",
-                format!("`{}` is not one of gap, flatten", params.head.pool),
+                format!("`{}` is not one of gap, flatten, avg, max", params.head.pool),
             ));
+        }
+        if params.head.kernel == 0 {
+            return Err(StageError::param(KIND, "head.kernel", "must be at least 1"));
         }
         if !(0.0..1.0).contains(&params.target_accuracy_drop) {
             return Err(StageError::param(KIND, "target_accuracy_drop", "must be in [0, 1)"));

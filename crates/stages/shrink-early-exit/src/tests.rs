@@ -72,7 +72,7 @@ fn parameters_are_checked() {
     assert!(e.contains("policy"), "{e}");
     let e = EarlyExit::from_table(&table("exits = \"all\"")).unwrap_err().to_string();
     assert!(e.contains("exits"), "{e}");
-    let e = EarlyExit::from_table(&table("head = { pool = \"max\" }")).unwrap_err().to_string();
+    let e = EarlyExit::from_table(&table("head = { pool = \"median\" }")).unwrap_err().to_string();
     assert!(e.contains("head.pool"), "{e}");
     let e = EarlyExit::from_table(&table("head = { hidden = [32, 16] }")).unwrap_err().to_string();
     assert!(e.contains("hidden"), "{e}");
@@ -112,7 +112,7 @@ fn segments_chain_and_heads_have_the_planned_shape() {
     let batch = graph::batch_dim(&model.graph);
     let mut multi = model.clone();
     let mut rng = SplitMix64::new(1);
-    let head = crate::params::HeadParams { pool: "gap".into(), hidden: vec![16] };
+    let head = crate::params::HeadParams { pool: "gap".into(), kernel: 2, hidden: vec![16] };
     let heads: Vec<graph::Head> = exits
         .iter()
         .enumerate()
@@ -148,4 +148,36 @@ fn segments_chain_and_heads_have_the_planned_shape() {
     // its MACs: the residual block's two convs plus the head
     let macs = shrink_graph::summarize(&seg).macs;
     assert_eq!(macs, 2 * 1_016_064 + 24 * 16 + 16 * 10);
+}
+
+/// `avg` / `max` heads pool `kernel` x `kernel` before the one linear layer:
+/// on convnet-mix's stem exit (24x28x28) a 2x2 pool leaves 24x14x14 inputs to
+/// the head's Gemm, a quarter of `flatten`'s; a kernel larger than the maps is
+/// refused naming `head.kernel`.
+#[test]
+fn pooled_heads_shrink_the_head_and_check_the_kernel() {
+    let model = Model::load(fixture("convnet-mix.onnx")).unwrap();
+    let exits = graph::auto_exits(&model).unwrap();
+    let shapes = graph::sample_shapes(&model.graph);
+    let e0 = exits[0];
+    assert_eq!(shapes[&e0], vec![24, 28, 28]);
+    let in_features = |pool: &str, kernel: usize| {
+        let mut g = model.graph.clone();
+        let head = crate::params::HeadParams { pool: pool.into(), kernel, hidden: vec![] };
+        let h = graph::add_head(&mut g, 0, e0, &shapes[&e0], &head, 10, &mut SplitMix64::new(1)).unwrap();
+        assert_eq!(h.weights.len(), 2, "{pool}: one Gemm, weight and bias");
+        let w = g.find_value(&h.weights[0]).and_then(|v| g.weight(v)).unwrap();
+        assert_eq!(graph::sample_shapes(&g)[&h.logits], vec![10], "{pool}");
+        w.dims()[1]
+    };
+    assert_eq!(in_features("flatten", 2), 24 * 28 * 28);
+    assert_eq!(in_features("avg", 2), 24 * 14 * 14);
+    assert_eq!(in_features("max", 2), 24 * 14 * 14);
+    assert_eq!(in_features("max", 4), 24 * 7 * 7);
+    let mut g = model.graph.clone();
+    let head = crate::params::HeadParams { pool: "max".into(), kernel: 29, hidden: vec![] };
+    let e = graph::add_head(&mut g, 0, e0, &shapes[&e0], &head, 10, &mut SplitMix64::new(1)).unwrap_err().to_string();
+    assert!(e.contains("head.kernel") && e.contains("28x28"), "{e}");
+    let e = EarlyExit::from_table(&table("head = { pool = \"max\", kernel = 0 }")).unwrap_err().to_string();
+    assert!(e.contains("head.kernel"), "{e}");
 }
