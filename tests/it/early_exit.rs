@@ -188,16 +188,25 @@ fn shrink_infer_applies_the_recorded_input_normalisation() {
     assert!((normalised - plain).abs() >= 0.05, "the normalisation must matter here: {normalised} vs {plain}");
 
     let json = tmp.path().join("infer.json");
-    let out = std::process::Command::new(crate::util::shrink_bin())
-        .current_dir(root())
-        .args(["infer", tmp.path().join("early-exit").to_str().unwrap(), "--data", "mnist", "--limit", "200"])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let infer = |repeat: &str| {
+        std::process::Command::new(crate::util::shrink_bin())
+            .current_dir(root())
+            .args(["infer", tmp.path().join("early-exit").to_str().unwrap(), "--data", "mnist", "--limit", "200"])
+            .args(["--repeat", repeat])
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap()
+    };
+    let bad = infer("0");
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--repeat") && err.contains("0"), "{err}");
+    let out = infer("2");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["samples"], n);
+    assert_eq!(r["repeat"], 2);
     assert_eq!(r["full_accuracy"].as_f64().unwrap(), normalised, "infer's full model saw other inputs");
     assert_eq!(r["mean"], serde_json::json!([0.5]));
 }

@@ -250,7 +250,7 @@ pub fn add_head(
             return Err(StageError::param(
                 KIND,
                 "head.pool",
-                format!("`{other}` is not one of gap, flatten, avg, max"),
+                format!("`{other}` is not one of {}", crate::params::POOLS.join(", ")),
             ));
         }
     };

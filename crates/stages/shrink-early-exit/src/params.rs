@@ -55,6 +55,9 @@ impl Default for Exits {
 }
 
 /// `[stage.head]`.
+/// The values `head.pool` takes (checked by the stage, built by `add_head`).
+pub const POOLS: &[&str] = &["gap", "flatten", "avg", "max"];
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HeadParams {
@@ -105,7 +108,6 @@ fn default_train() -> String {
 fn default_kernel() -> usize {
     2
 }
-
 fn default_pool() -> String {
     "gap".into()
 }

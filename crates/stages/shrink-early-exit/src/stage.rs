@@ -65,11 +65,11 @@ impl EarlyExit {
                 "at most one positive width (a head has 1 or 2 Gemm layers)",
             ));
         }
-        if !["gap", "flatten", "avg", "max"].contains(&params.head.pool.as_str()) {
+        if !crate::params::POOLS.contains(&params.head.pool.as_str()) {
             return Err(StageError::param(
                 KIND,
                 "head.pool",
-                format!("`{}` is not one of gap, flatten, avg, max", params.head.pool),
+                format!("`{}` is not one of {}", params.head.pool, crate::params::POOLS.join(", ")),
             ));
         }
         if params.head.kernel == 0 {

@@ -178,6 +178,10 @@ fn pooled_heads_shrink_the_head_and_check_the_kernel() {
     let head = crate::params::HeadParams { pool: "max".into(), kernel: 29, hidden: vec![] };
     let e = graph::add_head(&mut g, 0, e0, &shapes[&e0], &head, 10, &mut SplitMix64::new(1)).unwrap_err().to_string();
     assert!(e.contains("head.kernel") && e.contains("28x28"), "{e}");
+    let flat = [24 * 28 * 28];
+    let head = crate::params::HeadParams { pool: "avg".into(), kernel: 2, hidden: vec![] };
+    let e = graph::add_head(&mut g, 0, e0, &flat, &head, 10, &mut SplitMix64::new(1)).unwrap_err().to_string();
+    assert!(e.contains("head.pool") && e.contains("[C, H, W]"), "{e}");
     let e = EarlyExit::from_table(&table("head = { pool = \"max\", kernel = 0 }")).unwrap_err().to_string();
     assert!(e.contains("head.kernel"), "{e}");
 }
