@@ -168,11 +168,15 @@ fn lenet_300_100_deep_compression_size() {
         packed.bytes.len(),
         packed.graph_bytes
     );
-    assert!(ratio > 20.0, "only {ratio:.1}x");
+    // measured 50.2x; held within 2 %
+    assert!(ratio >= 49.2, "only {ratio:.1}x");
     // the paper's fixed choice: 5-bit indices for every FC layer, no search
     let fixed = PackOptions { search_index_bits: false, ..PackOptions::default() };
     let plain = shrink_huffman::pack(&model, &fixed).unwrap();
     assert!(plain.bytes.len() >= packed.bytes.len(), "the search never loses");
+    // the paper's claim for this setting, met with its own fixed 5-bit indices
+    let plain_ratio = file_bytes as f64 / plain.bytes.len() as f64;
+    assert!(plain_ratio >= 40.0, "5-bit indices only: {plain_ratio:.1}x, the paper's 40x not met");
     assert_eq!(shrink_huffman::unpack(&plain.bytes).unwrap(), model.to_bytes());
     eprintln!(
         "lenet-300-100 with 5-bit indices only: {} bytes = {:.1}x",

@@ -222,8 +222,9 @@ fn quick_svd_pipeline_on_lenet_300_100() {
     let first = &report.rows[0];
     let last = report.rows.last().unwrap();
     assert!((last.size.params as f64) <= 0.3 * first.size.params as f64, "{} params", last.size.params);
-    let acc = last.accuracy.unwrap();
-    assert!(acc > 0.90, "accuracy {acc} in tract");
+    // measured: 0.3 pp below the original on these 1,000 images; held to 0.3 pp more
+    let drop = first.accuracy.unwrap() - last.accuracy.unwrap();
+    assert!(drop <= 0.006, "accuracy {:?} -> {:?} in tract", first.accuracy, last.accuracy);
     let stage = last.stage.as_ref().unwrap();
     let fc1 = stage.layers.iter().find(|l| l.layer == "/0/Gemm").unwrap();
     for key in ["rank", "params_before", "params_after", "macs_before", "macs_after", "rel_error"] {

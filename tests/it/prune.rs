@@ -80,8 +80,9 @@ fn quick_magnitude_pipeline_on_lenet_300_100() {
     assert_eq!(last.size.nonzero_params as usize, nonzero, "tract's size figure");
     assert!((nonzero as f64) / 266610.0 <= 0.085, "{nonzero} non-zeros");
     // tract ran the pruned model on the 1,000 test images; a few steps of fine-tuning keep it useful
-    let acc = last.accuracy.unwrap();
-    assert!(acc > 0.90, "accuracy {acc} in tract");
+    // measured: 1.8 pp below the original on these 1,000 images; held to 0.3 pp more
+    let drop = report.rows[0].accuracy.unwrap() - last.accuracy.unwrap();
+    assert!(drop <= 0.021, "accuracy {:?} -> {:?} in tract", report.rows[0].accuracy, last.accuracy);
     let stage = last.stage.as_ref().unwrap();
     assert_eq!(stage.layers.len(), 3);
     assert_eq!(stage.figures["nonzero_after"] as usize, nonzero);

@@ -83,9 +83,16 @@ fn linear_qdq_matches_host_dequantisation_in_tract() {
     let base = tract_correct(&original, &data, 1000);
     let idx: Vec<usize> = (0..100).collect();
     let batch = data.batch(&idx).unwrap();
-    for (bits, symmetric, per_channel, max_drop) in
-        [(8, true, true, 3), (8, false, false, 3), (4, true, true, 15), (4, false, true, 15), (2, true, false, 1000)]
-    {
+    // Correct answers of 1,000 as measured (seeded, no training: the same on every
+    // run), each held to ±3 (0.3 pp). 2-bit symmetric per-tensor has three levels
+    // for all of a layer and falls to chance; pinned so that a change shows.
+    for (bits, symmetric, per_channel, golden) in [
+        (8, true, true, 986),
+        (8, false, false, 986),
+        (4, true, true, 984),
+        (4, false, true, 982),
+        (2, true, false, 88),
+    ] {
         let what = format!("{bits}-bit symmetric {symmetric} per-channel {per_channel}");
         let mut m = original.clone();
         let report = quantize(
@@ -113,7 +120,7 @@ fn linear_qdq_matches_host_dequantisation_in_tract() {
         assert!(diff <= 1e-4, "{what}: tract QDQ vs host de-quantised: max diff {diff}");
         let correct = tract_correct(&m, &data, 1000);
         eprintln!("linear {what}: {correct}/1000 (original {base}); {}", report.summary);
-        assert!(correct + max_drop >= base, "{what}: {correct}/1000 vs {base}");
+        assert!(correct.abs_diff(golden) <= 3, "{what}: {correct}/1000 (original {base}), golden {golden} ± 3");
         for note in &report.layers {
             assert!(note.figures["max_abs_error"] <= note.figures["max_scale"] / 2.0 + 1e-6, "{what}");
         }
