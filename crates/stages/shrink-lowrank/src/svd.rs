@@ -6,10 +6,10 @@
 //! (k × cols) the first layer and `F₂` (rows × k) the second. Keeping rank
 //! `k` costs `k·(rows + cols)` weights instead of `rows·cols`.
 //!
-//! Why faer: a thin f64 SVD on one thread takes 1.4 ms at 64×576, 25 ms at
-//! 300×784, 0.45 s at 1024² and 72 s at 4096², against nalgebra 0.34's 6.0 ms,
-//! 145 ms, 7.2 s and 1298 s (`cargo xtask bench svd`, BENCHMARKS.md), and real
-//! layers (a VGG FC layer is 4096×25088) are that large. Every decomposition is
+//! Why faer: its thin f64 SVD on one thread is several times faster than
+//! nalgebra 0.34's at every shape `cargo xtask bench svd` measures, the gap
+//! growing with size (the figures are in BENCHMARKS.md, section svd), and real
+//! layers (a VGG FC layer is 4096×25088) are large. Every decomposition is
 //! called with `Par::Seq`: one thread, so the result does not depend on a pool.
 //! Singular vectors are only defined up to sign; [`svd`] fixes it (the
 //! largest-magnitude entry of each left vector is positive) so that the

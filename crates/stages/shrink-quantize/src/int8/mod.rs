@@ -36,10 +36,9 @@
 //! otherwise pull the threshold to its minimum).
 //! Activations are per tensor. **int8 symmetric is the default**, because
 //! tract runs it faster where the type matters: `QLinearConv` /
-//! `QLinearMatMul` on int8 inputs took 0.37 ms vs 0.45 ms (uint8) for
-//! LeNet-5 at batch 1, consistently over three runs, and 1.40 vs 1.50 ms for
-//! ConvNet-mix; the QDQ form and accuracy did not differ beyond noise
-//! (±0.02 pp). `uint8` (affine) stays available: a ReLU output then gets
+//! `QLinearMatMul` on int8 inputs ran faster than on uint8 for LeNet-5 and
+//! ConvNet-mix at batch 1 (`cargo xtask bench int8-forms` measures every
+//! form); the QDQ form and accuracy did not differ beyond noise. `uint8` (affine) stays available: a ReLU output then gets
 //! zero point 0 and all 256 codes, and the qlinear form fuses `Conv -> Relu`
 //! (saturation at code 0 is the ReLU).
 //!
