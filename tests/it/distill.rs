@@ -12,7 +12,7 @@ use shrink_stage::{NoProgress, StageCx, StageReport};
 use shrink_train::{Executor, HostTensor};
 use shrink_verify::{InputSpec, Judge, evaluate};
 
-use crate::util::{root, skip_unless_slow};
+use crate::util::{root, skip_unless_slow, write_bench_out};
 
 fn mnist(split: Split, layout: Layout, limit: usize) -> InMemoryDataset {
     let pre = Preprocess { layout, ..Preprocess::default() };
@@ -229,10 +229,7 @@ fn report_hard_vs_distilled(
         },
     );
     eprintln!("{md}");
-    if let Some(dir) = std::env::var_os("SHRINK_BENCH_OUT") {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(Path::new(&dir).join(format!("{name}.md")), &md).unwrap();
-    }
+    write_bench_out(&format!("{name}.md"), &md);
     (hm - sm, hsd.max(ssd))
 }
 
@@ -264,9 +261,7 @@ fn fashion_benchmark() {
     let builtin = doc["data"]["train"]["builtin"].as_str().unwrap().to_string();
     let stage = stage_with_overrides(doc["stage"].as_array().unwrap()[0].as_table().unwrap().clone());
     let seeds = env_f64("SHRINK_DISTILL_SEEDS").map_or(3, |s| s as u64);
-    let teacher = Model::load(root().join(model_path)).unwrap();
-    let judge = Judge::new("teacher", &teacher, &InputSpec::default()).unwrap();
-    let pre = Preprocess { layout: Layout::for_sample(judge.sample_shape()), ..Preprocess::default() };
+    let (teacher, pre) = teacher_and_preprocess(model_path);
     let mut train = shrink_data::load_builtin(&builtin, Split::Train, &pre).unwrap();
     // The pipeline's own `limit`, unless a trial overrides it.
     let limit = env_f64("SHRINK_DISTILL_LIMIT")
@@ -300,10 +295,8 @@ fn fashion_benchmark() {
     assert!(gain > -spread, "distillation loses {:.2} pp to hard labels, beyond the spread {spread:.2}", -gain);
     // The target of distill-fashion as shipped (not of trials or other pipelines).
     if !trial {
-        if let Some(dir) = std::env::var_os("SHRINK_BENCH_OUT") {
-            let par = readme_paragraph(&hard_table, &stage, limit.unwrap_or(train.len()), ratio, &hard, &soft);
-            std::fs::write(Path::new(&dir).join(format!("{name}.readme.md")), par).unwrap();
-        }
+        let par = readme_paragraph(&hard_table, &stage, limit.unwrap_or(train.len()), ratio, &hard, &soft);
+        write_bench_out(&format!("{name}.readme.md"), &par);
         assert!(
             gain > spread,
             "{pipeline}: distillation gains {gain:.2} pp, not more than the seed spread {spread:.2}"
@@ -406,9 +399,7 @@ fn fashion_tuning() {
     let base = doc["stage"].as_array().unwrap()[0].as_table().unwrap().clone();
     let shipped = Setting::of(&base);
     let model_path = doc["pipeline"]["model"].as_str().unwrap();
-    let teacher = Model::load(root().join(model_path)).unwrap();
-    let judge = Judge::new("teacher", &teacher, &InputSpec::default()).unwrap();
-    let pre = Preprocess { layout: Layout::for_sample(judge.sample_shape()), ..Preprocess::default() };
+    let (teacher, pre) = teacher_and_preprocess(model_path);
     let full = shrink_data::load_builtin("fashion-mnist", Split::Train, &pre).unwrap();
     let limit = doc["data"]["train"]["limit"].as_integer().unwrap() as usize;
     let n = full.len();
@@ -444,10 +435,8 @@ fn fashion_tuning() {
         scored
             .iter()
             .filter(|(s, _, _)| (s.alpha == 0.0) == hard)
-            .fold(None::<(Setting, f64)>, |b, &(s, e, _)| match b {
-                Some((_, be)) if be <= e => b,
-                _ => Some((s, e)),
-            })
+            .map(|&(s, e, _)| (s, e))
+            .min_by(|a, b| a.1.total_cmp(&b.1)) // the first of equal minima
             .expect("the grid has both arms")
     };
     let (soft0, _) = best(&scored, false);
@@ -475,10 +464,7 @@ fn fashion_tuning() {
         shipped.label()
     ));
     eprintln!("{md}");
-    if let Some(dir) = std::env::var_os("SHRINK_BENCH_OUT") {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(Path::new(&dir).join("distill-fashion-tuning.md"), &md).unwrap();
-    }
+    write_bench_out("distill-fashion-tuning.md", &md);
     assert_eq!(
         FASHION_HARD_PICK,
         hard_pick,
@@ -534,6 +520,15 @@ fn readme_paragraph(
         schedule(&s),
         schedule(&h),
     )
+}
+
+/// The teacher at `model_path` (from the repository root) and the
+/// preprocessing its input shape asks of a builtin dataset.
+fn teacher_and_preprocess(model_path: &str) -> (Model, Preprocess) {
+    let teacher = Model::load(root().join(model_path)).unwrap();
+    let judge = Judge::new("teacher", &teacher, &InputSpec::default()).unwrap();
+    let pre = Preprocess { layout: Layout::for_sample(judge.sample_shape()), ..Preprocess::default() };
+    (teacher, pre)
 }
 
 /// The `SHRINK_DISTILL_*` overrides of a distill stage table.
@@ -660,9 +655,6 @@ fn teacher_forward_trainer_vs_tract() {
         mt / mb
     );
     eprintln!("{md}");
-    if let Some(dir) = std::env::var_os("SHRINK_BENCH_OUT") {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(Path::new(&dir).join("teacher-logits.md"), &md).unwrap();
-    }
+    write_bench_out("teacher-logits.md", &md);
     assert!(worst < 1e-4, "trainer and tract disagree by {worst}");
 }

@@ -9,8 +9,8 @@
 //! `known_failure = "reason"` still runs and prints its figures, but does not
 //! fail the test: known failures are recorded, not deleted.
 //! `golden_figures_catch_broken_stages` (also under `SHRINK_GOLDEN=1`) reruns
-//! three cases with a stage broken on purpose ([`BROKEN`]) and checks that
-//! their figures fail: the tolerances are tight enough to catch those bugs.
+//! cases with a stage broken on purpose ([`BROKEN`]) and checks that their
+//! figures fail: the tolerances are tight enough to catch those bugs.
 //!
 //! Figures (`[case.expect]`, each `[value, tolerance]` for a figure the run
 //! must reproduce, or `{ min = a }` / `{ max = b }` / both for a claim, e.g.

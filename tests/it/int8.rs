@@ -6,7 +6,7 @@
 //! size and tract latency (batch 1 and 64, interleaved) of every form of
 //! LeNet-5 and ConvNet-mix in one run (the figures behind `form = "auto"`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
 use shrink_graph::builder::{attr_int, attr_ints, tensor_info};
@@ -360,8 +360,5 @@ fn forms_side_by_side() {
             }
         }
     }
-    if let Some(dir) = std::env::var_os("SHRINK_BENCH_OUT") {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(Path::new(&dir).join("int8-forms.md"), md).unwrap();
-    }
+    crate::util::write_bench_out("int8-forms.md", &md);
 }

@@ -119,3 +119,13 @@ pub fn skip_unless_slow() -> bool {
     }
     !slow()
 }
+
+/// Writes `text` to `$SHRINK_BENCH_OUT/FILE` when `cargo xtask bench` runs the
+/// test (it sets that variable and embeds `NAME.md` in BENCHMARKS.md,
+/// `NAME.readme.md` in README.md); does nothing otherwise.
+pub fn write_bench_out(file: &str, text: &str) {
+    if let Some(dir) = std::env::var_os("SHRINK_BENCH_OUT") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(file), text).unwrap();
+    }
+}
