@@ -4,13 +4,16 @@
 //! dump of each form's op sequence. With `SHRINK_SLOW_TESTS=1`:
 //! `forms_side_by_side` measures accuracy on the full MNIST test set, file
 //! size and tract latency (batch 1 and 64, interleaved) of every form of
-//! LeNet-5 and ConvNet-mix in one run (the figures behind `form = "auto"`).
+//! LeNet-5 and ConvNet-mix in one run (the figures behind `form = "auto"`), and
+//! of `calibration = "entropy"`, which the stage refuses (the figures behind
+//! the refusal: it must still fail on convnet-mix).
 
 use std::path::PathBuf;
 
 use shrink_data::{Dataset, InMemoryDataset, Layout, Preprocess, Split};
 use shrink_graph::builder::{attr_int, attr_ints, tensor_info};
 use shrink_graph::{DataType, Dim, Graph, Model, NodeKind, Op, Tensor, ValueRef};
+use shrink_quantize::int8::{Int8Params, Int8Stage};
 use shrink_stage::{NoProgress, StageCx, StageReport};
 use shrink_verify::{InputSpec, Judge, LatencyConfig, evaluate, latency};
 
@@ -35,6 +38,11 @@ fn quantize(m: &Model, params: &str, train: &dyn Dataset) -> (Model, StageReport
 /// Runs the stage built from a whole `[[stage]]` table on a copy of `m`.
 fn quantize_table(m: &Model, table: &toml::Table, train: &dyn Dataset) -> (Model, StageReport) {
     let stage = shrink_pipeline::builtin().build("quantize", table).unwrap();
+    run_stage(m, stage.as_ref(), train)
+}
+
+/// Runs `stage` on a copy of `m`.
+fn run_stage(m: &Model, stage: &dyn shrink_stage::Stage, train: &dyn Dataset) -> (Model, StageReport) {
     let mut out = m.clone();
     let mut progress = NoProgress;
     let dir = tempfile::tempdir().unwrap();
@@ -296,12 +304,21 @@ fn forms_side_by_side() {
             ("qlinear", "qlinear", "uint8", &calib),
             ("qlinear int8-act", "qlinear", "int8", &calib),
             ("dynamic", "dynamic", "uint8", &calib),
+            ("qdq entropy (refused)", "qdq", "uint8", "entropy"),
+            ("qdq int8-act entropy (refused)", "qdq", "int8", "entropy"),
         ] {
             let mut table = stage.clone();
             table.insert("form".into(), form.into());
             table.insert("activation_type".into(), act.into());
             table.insert("calibration".into(), calibration.into());
-            let (q, report) = quantize_table(&float, &table, &train);
+            let (q, report) = if calibration == "entropy" {
+                // A pipeline cannot ask for it (the stage refuses it, a known failure); built
+                // directly here so that its figures, which justify the refusal, are measured.
+                let p: Int8Params = toml::Value::Table(table).try_into().unwrap();
+                run_stage(&float, &Int8Stage { p }, &train)
+            } else {
+                quantize_table(&float, &table, &train)
+            };
             eprintln!("{name} {label}: {}", report.summary);
             for l in &report.layers {
                 eprintln!("  {}: {}", l.layer, l.note);
@@ -354,6 +371,15 @@ fn forms_side_by_side() {
                 lat1[0].median_ms / lat1[i].median_ms,
                 lat64[0].median_ms / lat64[i].median_ms,
             );
+            if v.name.contains("entropy") && name == "convnet-mix" {
+                // the known failure stays a failure: if this ever holds, the refusal can go
+                assert!(
+                    (f32_acc - a) * 100.0 > 5.0,
+                    "{name} {}: entropy now holds (drop {} pp)",
+                    v.name,
+                    (f32_acc - a) * 100.0
+                );
+            }
             if ["auto", "qdq"].contains(&v.name.as_str()) {
                 assert!((f32_acc - a) * 100.0 <= 0.3, "{name} {}: drop {} pp", v.name, (f32_acc - a) * 100.0);
                 assert!(bytes / f32_bytes <= 0.27, "{name} {}: size ratio {}", v.name, bytes / f32_bytes);
