@@ -85,6 +85,7 @@ impl std::fmt::Display for Bound {
     }
 }
 
+#[derive(Clone)]
 struct Case {
     name: String,
     pipeline: String,
@@ -214,15 +215,32 @@ fn every_bench_pipeline_has_a_golden_case() {
     assert!(missing.is_empty(), "bench pipelines without a case in tests/golden.toml: {missing:?}");
 }
 
+/// A finished quick run of a case.
+struct Run {
+    report: Report,
+    /// `shrink infer`'s JSON report, if the case has `infer` arguments.
+    infer: Option<serde_json::Value>,
+    /// The bytes of the run's final model (`OUTPUT/model.onnx`).
+    model: Vec<u8>,
+}
+
 /// Runs case `c` in quick mode with `extra` overrides after its own, as a user
 /// would (the `shrink` binary, from the repository root: pipeline paths are
-/// relative to it), then `shrink infer` if the case has `infer` arguments.
-/// Returns the run's report and the infer JSON, or the run's stderr if it
-/// failed (a pipeline's own gate, e.g. `verify.max_accuracy_drop`, fails it).
-fn run_case(c: &Case, extra: &[&str]) -> Result<(Report, Option<serde_json::Value>), String> {
+/// relative to it), on CPU path `on`, then `shrink infer` if the case has
+/// `infer` arguments. Returns the run, or the run's stderr if it failed (a
+/// pipeline's own gate, e.g. `verify.max_accuracy_drop`, fails it).
+fn run_case(c: &Case, extra: &[&str], on: &CpuPath) -> Result<Run, String> {
     let out = tempfile::tempdir().unwrap();
     let run_dir = out.path().join("run");
-    let mut cmd = std::process::Command::new(crate::util::shrink_bin());
+    let mut cmd = match on.emulator.split_first() {
+        None => std::process::Command::new(crate::util::shrink_bin()),
+        Some((emulator, args)) => {
+            let mut cmd = std::process::Command::new(emulator);
+            cmd.args(args).arg(crate::util::shrink_bin());
+            cmd
+        }
+    };
+    cmd.envs(on.env.iter().copied());
     cmd.current_dir(root()).args(["run", &c.pipeline, "--set"]).arg(format!("pipeline.output={}", run_dir.display()));
     for s in c.quick.iter().map(String::as_str).chain(extra.iter().copied()) {
         cmd.args(["--set", s]);
@@ -232,7 +250,7 @@ fn run_case(c: &Case, extra: &[&str]) -> Result<(Report, Option<serde_json::Valu
     if !o.status.success() {
         return Err(String::from_utf8_lossy(&o.stderr).into_owned());
     }
-    eprintln!("golden {} {extra:?}: {:.0} s", c.name, t0.elapsed().as_secs_f64());
+    eprintln!("golden {} {extra:?} ({}): {:.0} s", c.name, on.name, t0.elapsed().as_secs_f64());
     let json = std::fs::read_to_string(run_dir.join("report.json")).unwrap();
     let report: Report = serde_json::from_str(&json).unwrap();
     let infer = c.infer.as_ref().map(|args| {
@@ -249,7 +267,8 @@ fn run_case(c: &Case, extra: &[&str]) -> Result<(Report, Option<serde_json::Valu
         assert!(o.status.success(), "golden case {}: shrink infer: {}", c.name, String::from_utf8_lossy(&o.stderr));
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&out).unwrap()).unwrap()
     });
-    Ok((report, infer))
+    let model = std::fs::read(run_dir.join("model.onnx")).unwrap();
+    Ok(Run { report, infer, model })
 }
 
 /// The figures of case `c` outside their bounds in this run, one line each
@@ -280,8 +299,8 @@ fn golden_figures_hold_in_quick_mode() {
     }
     let mut failures = Vec::new();
     for c in cases().into_iter().filter(|c| selected(&c.name)) {
-        let (report, infer) = run_case(&c, &[]).unwrap_or_else(|e| panic!("golden case {}: {e}", c.name));
-        let bad = outside(&c, &report, infer.as_ref());
+        let run = run_case(&c, &[], &NATIVE).unwrap_or_else(|e| panic!("golden case {}: {e}", c.name));
+        let bad = outside(&c, &run.report, run.infer.as_ref());
         match &c.known_failure {
             Some(why) if !bad.is_empty() => eprintln!("  known failure: {why}"),
             _ => failures.extend(bad),
@@ -330,8 +349,8 @@ fn golden_figures_catch_broken_stages() {
     for (name, sets, what) in BROKEN.iter().filter(|(n, _, _)| selected(n)) {
         let c = all.iter().find(|c| c.name == *name).unwrap_or_else(|| panic!("no golden case {name}"));
         eprintln!("broken on purpose: {what}");
-        let bad = match run_case(c, sets) {
-            Ok((report, infer)) => outside(c, &report, infer.as_ref()),
+        let bad = match run_case(c, sets, &NATIVE) {
+            Ok(run) => outside(c, &run.report, run.infer.as_ref()),
             Err(stderr) => {
                 eprintln!("  the run failed: {}", stderr.trim_end().lines().last().unwrap_or(""));
                 vec![stderr]
@@ -355,4 +374,147 @@ fn golden_bounds_parse_and_hold_as_written() {
     }
     assert!(known_figure("latency_ratio_b64") && known_figure("infer:latency_ratio"));
     assert!(!known_figure("latency_ratio_b") && !known_figure("latency_ratio_bx") && !known_figure("acuracy"));
+}
+
+/// A CPU path a case can run on: this machine as detected, or with other SIMD
+/// kernels forced by an environment variable or an emulated CPU.
+struct CpuPath {
+    name: &'static str,
+    what: &'static str,
+    /// The emulator and its arguments `shrink` runs under (empty: none).
+    emulator: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// This machine, every kernel as detected.
+const NATIVE: CpuPath =
+    CpuPath { name: "native", what: "this machine, every kernel as detected", emulator: &[], env: &[] };
+
+/// Every x86-64 feature tract-linalg dispatches on, each removed: with this as
+/// `TRACT_CPU_ISA` (tract's knob that edits the probed instruction set) tract
+/// runs its generic kernels.
+const TRACT_NO_SIMD: &str = "-avx,-avx2,-fma,-f16c,-avx512f,-avx512fp16,-avx512vnni,-avxvnni,-amx-int8,-amx-bf16";
+
+/// The paths `golden_figures_hold_across_cpus` reruns cases on. The emulated
+/// ones run under qemu's user-mode x86-64 emulator, whose CPUID reports the
+/// named model: tract picks its kernels and cost model (per vendor) from it, and
+/// the trainer's gemm and SIMD element-wise kernels pick theirs, exactly as on
+/// such a machine. qemu computes each floating-point instruction in software to
+/// IEEE 754 rules (its softfloat), so the arithmetic is that of the emulated
+/// instruction set, only a hundred or more times slower.
+const CPU_PATHS: &[CpuPath] = &[
+    NATIVE,
+    CpuPath {
+        name: "tract-generic",
+        what: "this machine, tract forced to its generic kernels (`TRACT_CPU_ISA` removes every x86 feature it \
+               dispatches on); the trainer as detected",
+        emulator: &[],
+        env: &[("TRACT_CPU_ISA", TRACT_NO_SIMD)],
+    },
+    CpuPath {
+        name: "intel-haswell",
+        what: "an emulated Intel Haswell (`qemu-x86_64 -cpu Haswell`: GenuineIntel, AVX2 and FMA, no AVX-512): \
+               tract's Intel cost model and FMA kernels, the trainer's AVX2 kernels",
+        emulator: &["qemu-x86_64", "-cpu", "Haswell"],
+        env: &[],
+    },
+    CpuPath {
+        name: "amd-epyc-zen1",
+        what: "an emulated AMD EPYC (`qemu-x86_64 -cpu EPYC`: AuthenticAMD, AVX2 and FMA, no AVX-512): tract's AMD \
+               cost model and FMA kernels, the trainer's AVX2 kernels",
+        emulator: &["qemu-x86_64", "-cpu", "EPYC"],
+        env: &[],
+    },
+    CpuPath {
+        name: "sse-only",
+        what: "an emulated Intel Nehalem (`qemu-x86_64 -cpu Nehalem`: SSE4.2, no AVX): tract's generic kernels, the \
+               trainer's SSE and scalar kernels",
+        emulator: &["qemu-x86_64", "-cpu", "Nehalem"],
+        env: &[],
+    },
+];
+
+/// The pipelines whose quick runs `golden_figures_hold_across_cpus` repeats.
+const CROSS_CPU_CASES: &[&str] = &["deep-compression-lenet-300-100", "prune-structured-convnet-mix"];
+
+/// Reproducibility across CPUs (`cargo xtask bench cross-cpu`): the quick runs
+/// of [`CROSS_CPU_CASES`] on every path of [`CPU_PATHS`] must each hold every
+/// figure of their golden case within its tolerance, which makes those
+/// tolerances (accuracy and drop within 0.3 pp, ratios within 2 %) the stated
+/// cross-CPU tolerances. Under emulation latency means nothing, so the run
+/// skips it (`verify.latency=false`) and the latency claims are not compared.
+/// Also says whether each final model is bit-identical to the native run's:
+/// the trainer's arithmetic, not tract's, decides the weights.
+#[test]
+fn golden_figures_hold_across_cpus() {
+    if crate::util::skip_unless_slow() {
+        return;
+    }
+    let emulator = CPU_PATHS.iter().find_map(|p| p.emulator.first()).expect("an emulated path");
+    assert!(
+        std::process::Command::new(emulator).arg("--version").output().is_ok_and(|o| o.status.success()),
+        "{emulator} is needed to emulate other CPUs (Debian: apt-get install qemu-user)"
+    );
+    let all = cases();
+    let mut failures = Vec::new();
+    let mut md = String::from("CPU paths:\n\n");
+    for path in CPU_PATHS {
+        md.push_str(&format!("- `{}`: {}\n", path.name, path.what));
+    }
+    for name in CROSS_CPU_CASES.iter().filter(|n| selected(n)) {
+        let case = all.iter().find(|c| c.name == *name).unwrap_or_else(|| panic!("no golden case {name}"));
+        let keys: Vec<&str> = case.expect.iter().map(|(k, _)| k.as_str()).collect();
+        md.push_str(&format!("\n`{}`, quick (each figure: its golden bound)\n\n| CPU path |", case.name));
+        for (k, bound) in &case.expect {
+            md.push_str(&format!(" {k} ({bound}) |"));
+        }
+        md.push_str(" final model.onnx | time |\n|---|");
+        md.push_str(&"---:|".repeat(keys.len() + 2));
+        md.push('\n');
+        let mut native_model = None;
+        for path in CPU_PATHS {
+            let mut c = case.clone();
+            let mut extra = Vec::new();
+            if !path.emulator.is_empty() {
+                extra.push("verify.latency=false");
+                c.expect.retain(|(k, _)| latency_batch(k).is_none());
+            }
+            eprintln!("{} on {}", c.name, path.name);
+            let t0 = std::time::Instant::now();
+            let run = run_case(&c, &extra, path).unwrap_or_else(|e| panic!("{} on {}: {e}", c.name, path.name));
+            let secs = t0.elapsed().as_secs_f64();
+            let bad = outside(&c, &run.report, run.infer.as_ref());
+            failures.extend(bad.iter().map(|b| format!("{b} (on {})", path.name)));
+            md.push_str(&format!("| {} |", path.name));
+            for k in &keys {
+                let cell = if !c.expect.iter().any(|(e, _)| e == k) {
+                    "not compared".to_string()
+                } else {
+                    let got = figure(&run.report, run.infer.as_ref(), k);
+                    let mark = if bad.iter().any(|b| b.contains(&format!(": {k} = "))) { " **outside**" } else { "" };
+                    got.map_or("none".into(), |g| format!("{g:.4}")) + mark
+                };
+                md.push_str(&format!(" {cell} |"));
+            }
+            let same = match &native_model {
+                None => {
+                    native_model = Some(run.model);
+                    "the reference".to_string()
+                }
+                Some(m) if *m == run.model => "bit-identical".to_string(),
+                Some(m) => {
+                    let differing = m.iter().zip(&run.model).filter(|(a, b)| a != b).count();
+                    format!("differs ({differing} of {} bytes)", m.len().max(run.model.len()))
+                }
+            };
+            md.push_str(&format!(" {same} | {secs:.0} s |\n"));
+        }
+    }
+    crate::util::write_bench_out("cross-cpu.md", &md);
+    eprintln!("{md}");
+    assert!(
+        failures.is_empty(),
+        "golden figures outside their tolerance on another CPU path:\n{}",
+        failures.join("\n")
+    );
 }

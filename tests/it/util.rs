@@ -76,8 +76,8 @@ pub fn lenet_300_100(seed: u64) -> Model {
     model(g, 17)
 }
 
-/// The `shrink` binary of this build (built on demand when a plain
-/// `cargo test -p shrink-tests` did not build it).
+/// The `shrink` binary of this build (built on demand: `cargo test` does not
+/// build another package's binary for this one).
 pub fn shrink_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf(); // target/<profile>
@@ -86,12 +86,16 @@ pub fn shrink_bin() -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "shrink-cli", "--bin", "shrink"]);
+        // `--workspace --tests` resolves features as `cargo test --workspace` does
+        // (dev-dependencies included), so the dependencies that build made are
+        // reused; `-p shrink-cli` alone resolves them differently and rebuilds
+        // tract and burn (over ten minutes on 2 cores with a cold cache).
+        cmd.args(["build", "--quiet", "--workspace", "--bin", "shrink", "--tests"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("running cargo build for the shrink binary");
-        assert!(status.success(), "cargo build -p shrink-cli failed");
+        assert!(status.success(), "cargo build --workspace --bin shrink --tests failed");
     });
     assert!(bin.exists(), "{} not found after building", bin.display());
     bin

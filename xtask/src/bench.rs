@@ -251,6 +251,16 @@ const TESTS: &[TestBench] = &[
         anchor: "Question: does the unpruned teacher recover more accuracy than plain fine-tuning for the same \
                  epochs? Reported as measured.",
     },
+    TestBench {
+        name: "cross-cpu",
+        test: "golden::golden_figures_hold_across_cpus",
+        env: &[],
+        title: "Reproducibility across CPUs: golden quick runs on other SIMD paths",
+        anchor: "Stated tolerances between x86 CPUs: the golden ones (tests/golden.toml), accuracy and accuracy drop \
+                 within 0.3 pp, ratios within 2 %. The Deep Compression and structured-pruning quick runs are repeated \
+                 with tract forced to its generic kernels, and whole under emulated Intel, AMD and SSE-only CPUs \
+                 (needs `qemu-x86_64`, Debian's `qemu-user`); the test fails if any figure leaves its bound.",
+    },
 ];
 
 /// README's picture: the report plot of this bench's run, copied here.
@@ -382,7 +392,10 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
                 let mut cmd = Command::new(&cargo);
                 cmd.current_dir(&root)
-                    .args(["test", "-p", "shrink-tests", "--", t.test, "--exact", "--nocapture"])
+                    // `--workspace --tests`, not `-p shrink-tests`: resolved as `cargo test
+                    // --workspace` resolves features, so its build is reused (the other
+                    // binaries run no test under this filter)
+                    .args(["test", "--workspace", "--tests", "--", t.test, "--exact", "--nocapture"])
                     .env("SHRINK_SLOW_TESTS", "1")
                     .env("SHRINK_BENCH_OUT", &out)
                     .envs(t.env.iter().copied());
@@ -724,9 +737,12 @@ fn reused_run(root: &Path, b: &PipelineBench) -> anyhow::Result<String> {
 pub(crate) fn build_shrink(quick: bool) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(project_root()).args(["build", "-p", "shrink-cli"]);
-    if !quick {
-        cmd.arg("--release");
+    if quick {
+        // resolved as `cargo test --workspace` resolves features, so its build is reused
+        // (`-p shrink-cli` alone would rebuild tract and burn with other features)
+        cmd.current_dir(project_root()).args(["build", "--workspace", "--bin", "shrink", "--tests"]);
+    } else {
+        cmd.current_dir(project_root()).args(["build", "-p", "shrink-cli", "--release"]);
     }
     crate::run_cmd(&mut cmd)?;
     let dir = crate::plugins::target_dir(&cargo)?;
