@@ -277,7 +277,9 @@ struct Variant {
 /// `pipelines/quantize-int8-<model>.toml`, with `form` (and
 /// `activation_type`) overridden per row. Prints the table; asserts the
 /// done-when figures for the pipeline's own form (`auto`) and for qdq:
-/// accuracy drop ≤ 0.3 pp, file ≤ 0.27x the f32 file.
+/// accuracy drop ≤ 0.3 pp, file ≤ 0.27x the f32 file. The `entropy (refused)`
+/// rows run the calibration the stage refuses; on convnet-mix it must still
+/// lose more than 5 pp (while refused, a known failure must stay one).
 #[test]
 fn forms_side_by_side() {
     if skip_unless_slow() {
@@ -287,6 +289,7 @@ fn forms_side_by_side() {
     let test = mnist(Split::Test);
     // `cargo xtask bench int8-forms` sets SHRINK_BENCH_OUT and embeds this table in BENCHMARKS.md.
     let mut md = String::new();
+    let mut failures = Vec::new();
     for name in ["lenet-5", "convnet-mix"] {
         let float = Model::load(fixtures().join(format!("models/{name}.onnx"))).unwrap();
         let pipeline = root().join(format!("pipelines/quantize-int8-{name}.toml"));
@@ -371,20 +374,23 @@ fn forms_side_by_side() {
                 lat1[0].median_ms / lat1[i].median_ms,
                 lat64[0].median_ms / lat64[i].median_ms,
             );
-            if v.name.contains("entropy") && name == "convnet-mix" {
-                // the known failure stays a failure: if this ever holds, the refusal can go
-                assert!(
-                    (f32_acc - a) * 100.0 > 5.0,
-                    "{name} {}: entropy now holds (drop {} pp)",
-                    v.name,
-                    (f32_acc - a) * 100.0
-                );
+            let drop = (f32_acc - a) * 100.0;
+            if v.name.contains("entropy") && name == "convnet-mix" && drop <= 5.0 {
+                // the known failure must stay one while it is refused: if it no longer
+                // collapses, the refusal and its doc are out of date
+                failures.push(format!("{name} {}: entropy no longer collapses (drop {drop:.2} pp)", v.name));
             }
             if ["auto", "qdq"].contains(&v.name.as_str()) {
-                assert!((f32_acc - a) * 100.0 <= 0.3, "{name} {}: drop {} pp", v.name, (f32_acc - a) * 100.0);
-                assert!(bytes / f32_bytes <= 0.27, "{name} {}: size ratio {}", v.name, bytes / f32_bytes);
+                if drop > 0.3 {
+                    failures.push(format!("{name} {}: drop {drop:.2} pp > 0.3", v.name));
+                }
+                if bytes / f32_bytes > 0.27 {
+                    failures.push(format!("{name} {}: size ratio {:.3} > 0.27", v.name, bytes / f32_bytes));
+                }
             }
         }
     }
+    // the table is written first, so a failing figure can be read there
     crate::util::write_bench_out("int8-forms.md", &md);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -256,8 +256,8 @@ const TESTS: &[TestBench] = &[
         test: "golden::golden_figures_hold_across_cpus",
         env: &[],
         title: "Reproducibility across CPUs: golden quick runs on other SIMD paths",
-        anchor: "Stated tolerances between x86 CPUs: the golden ones (tests/golden.toml), accuracy and accuracy drop \
-                 within 0.3 pp, ratios within 2 %. The Deep Compression and structured-pruning quick runs are repeated \
+        anchor: "Stated tolerances between x86 CPUs: the golden ones, per case in tests/golden.toml (accuracy and \
+                 accuracy drop within 0.3 pp or tighter, ratios within 2 % or tighter). The Deep Compression and structured-pruning quick runs are repeated \
                  with tract forced to its generic kernels, and whole under emulated Intel, AMD and SSE-only CPUs \
                  (needs `qemu-x86_64`, Debian's `qemu-user`); the test fails if any figure leaves its bound.",
     },
@@ -410,7 +410,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             let md = std::fs::read_to_string(&md_path).with_context(|| format!("reading {}", md_path.display()))?;
             let how = if reuse {
                 format!(
-                    "the output of `{}SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- {} --exact` (recorded by `cargo xtask bench {} --reuse`)",
+                    "the output of `{}SHRINK_SLOW_TESTS=1 cargo test --workspace --tests -- {} --exact` (recorded by `cargo xtask bench {} --reuse`)",
                     env_prefix(t.env),
                     t.test,
                     t.name

@@ -74,17 +74,14 @@
 //!   `MatMulInteger` on the int8 weights, `Cast`, `Mul` by `s_x · s_w`,
 //!   `Add` bias. tract 0.23 supports all four ops.
 //! - `auto`: **`weight-only`**, a static rule from tract 0.23 measurements
-//!   on this project's x86 dev machine (1 thread; LeNet-5 and ConvNet-mix;
-//!   batch 1 and 64; every form measured interleaved in one run): tract
-//!   folds the `DequantizeLinear` of a constant weight into an f32 constant
-//!   at load, so weight-only runs at the f32 speed (0.95x-1.05x, within the
-//!   noise) from a 0.26-0.27x file, while qdq ran at 0.86x-0.99x, qlinear at
-//!   0.39x-0.87x and dynamic at 0.55x-1.00x of f32. No form was faster than
-//!   f32, so quantising activations buys no speed in tract and costs a
-//!   little accuracy: `auto` never picks it. Measured with
-//!   `SHRINK_SLOW_TESTS=1 cargo test -p shrink-tests -- int8::forms_side_by_side --nocapture`
-//!   (it prints the table: accuracy on the full MNIST test set, bytes,
-//!   median latency per form).
+//!   (1 thread; LeNet-5 and ConvNet-mix; batch 1 and 64; every form
+//!   measured interleaved in one run): tract folds the `DequantizeLinear` of
+//!   a constant weight into an f32 constant at load, so weight-only runs at
+//!   about the f32 speed from the smallest file, while the forms that
+//!   quantise activations (qdq, qlinear, dynamic) ran slower than f32 and
+//!   cost a little accuracy: `auto` never picks them. `cargo xtask bench
+//!   int8-forms` measures every form (accuracy on the full MNIST test set,
+//!   bytes, median latency) and writes its BENCHMARKS.md section.
 //!
 //! The report gives, per layer: the weight scale range, the chosen input
 //! (and, for qlinear, output) range with its SQNR on the calibration
